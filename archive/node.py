@@ -1,0 +1,52 @@
+"""The archive's record of one attempt (a node of the tree)."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class NodeStatus(str, enum.Enum):
+    PROPOSED = "proposed"  # code committed, not yet evaluated
+    EVALUATING = "evaluating"
+    ADMITTED = "admitted"  # evaluated and kept in the tree as a possible parent
+    REJECTED = "rejected"  # evaluated and valid, but the admission policy said no
+    INVALID = "invalid"  # the proposal or its output was unusable (never a parent)
+    FAILED = "failed"  # infrastructure fault: FM error, evaluator error, interrupted
+
+    @property
+    def finished(self) -> bool:
+        return self not in (NodeStatus.PROPOSED, NodeStatus.EVALUATING)
+
+
+class Node(BaseModel):
+    """One row of the node table. Nodes are never deleted."""
+
+    id: int
+    campaign: str
+    parent_id: int | None
+    status: NodeStatus
+    commit: str  # git commit in the run's repository; its git parent is the parent node's commit
+    operator: str = ""  # "seed", "diff", "rewrite", "self_edit", ...
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    stages: list[dict[str, Any]] = Field(default_factory=list)  # per-stage results, in order
+    public_metrics: dict[str, float] = Field(default_factory=dict)
+    private_metrics: dict[str, float] = Field(default_factory=dict)  # never shown to the FM
+    score: float | None = None
+    feedback: str = ""  # public feedback for the FM (errors, tracebacks, invalid reasons)
+    fm_model: str = ""
+    prompt: str = ""
+    response: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    timings: dict[str, float] = Field(default_factory=dict)  # fm_s, sandbox_s, eval_s, archive_s, ...
+    error: str = ""  # why the node is invalid/failed/rejected, in words
+
+    @property
+    def is_parent_candidate(self) -> bool:
+        """Only admitted nodes (and the seed, which is admitted) can be parents."""
+        return self.status == NodeStatus.ADMITTED

@@ -1,0 +1,129 @@
+"""The evaluator API: what a benchmark suite declares and the one method it implements.
+
+An evaluator is trusted code. For each stage it prepares the candidate's work directory, runs the
+candidate there through the sandbox (``run.execute``), and computes the metrics itself from the
+artifacts the candidate produced. A candidate never reports its own score.
+
+A plugin is an ordinary package exposing a subclass of :class:`Evaluator` in the entry-point
+group ``dgm.evaluators``; see docs/evaluators.md.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+from sandboxes.base import Limits, RunResult, Sandbox
+
+
+class CandidateInvalid(Exception):
+    """Raised by an evaluator when the candidate's output is unusable (crash, NaN, wrong shape, ...).
+
+    The message is shown to the foundation model as feedback, so it must not leak private data.
+    """
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric an evaluator reports. Values outside ``[low, high]`` or non-finite make a node invalid."""
+
+    name: str
+    low: float = -math.inf
+    high: float = math.inf
+    public: bool = True  # public metrics are shown to the FM; private ones never are
+    higher_is_better: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One evaluation stage. ``gate`` maps metric names to the minimum value needed to go on."""
+
+    name: str
+    limits: Limits = field(default_factory=Limits)
+    gate: Mapping[str, float] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass
+class StageOutcome:
+    """What :meth:`Evaluator.run_stage` returns for a candidate that produced usable output."""
+
+    score: float
+    metrics: dict[str, float]
+    feedback: str = ""  # public text for the FM: what went well or badly
+
+
+@dataclass
+class CandidateRun:
+    """Handed to :meth:`Evaluator.run_stage`: the candidate's fresh copy and the way to run it."""
+
+    workdir: Path  # a fresh, writable copy of the agent's files; the only place the candidate writes
+    sandbox: Sandbox
+    python: str  # interpreter to use inside the sandbox
+    seed: int  # evaluation seed; never shown to the candidate's author
+    device: str = "cpu"  # "cuda" when a GPU was leased for this evaluation
+    env: dict[str, str] = field(default_factory=dict)  # extra env for the candidate (e.g. CUDA_VISIBLE_DEVICES)
+    runs: list[RunResult] = field(default_factory=list)
+
+    def execute(self, argv: Sequence[str], limits: Limits, env: Mapping[str, str] | None = None) -> RunResult:
+        """Run ``argv`` in the sandbox with ``workdir`` as cwd; the result is also kept in ``runs``."""
+        from sandboxes.base import python_ro_paths
+
+        full_env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", **self.env, **(env or {})}
+        result = self.sandbox.run(list(argv), self.workdir, limits, env=full_env, ro_paths=python_ro_paths())
+        self.runs.append(result)
+        return result
+
+    def run_python(self, script: str, limits: Limits, env: Mapping[str, str] | None = None) -> RunResult:
+        """Run a Python harness file (relative to ``workdir``) with the sandbox's interpreter."""
+        return self.execute([self.python, "-I", "-B", script], limits, env)
+
+
+class Evaluator(abc.ABC):
+    """Base class of every evaluator (built-in suites and plugins)."""
+
+    #: registry name, e.g. ``circle_packing``
+    name: ClassVar[str]
+    #: task description shown to the FM (static: put it first in the prompt for cache reuse)
+    task: ClassVar[str]
+    #: the stages in order; a stage runs only if the previous one passed its gate
+    stages: ClassVar[Sequence[Stage]]
+    #: every metric the evaluator reports
+    metrics: ClassVar[Sequence[MetricSpec]]
+
+    def __init__(self, **options: Any) -> None:
+        """``options`` come from the campaign's ``[evaluator.options]`` table."""
+        unknown = set(options) - set(self.option_names())
+        if unknown:
+            raise ValueError(f"evaluator {self.name!r}: unknown option(s) {sorted(unknown)}; known: {sorted(self.option_names())}")
+        self.options = options
+
+    @classmethod
+    def option_names(cls) -> Sequence[str]:
+        """Names accepted in ``[evaluator.options]``."""
+        return ()
+
+    @abc.abstractmethod
+    def seed_agent(self) -> Path:
+        """Directory of the seed agent (holds ``agent.toml``)."""
+
+    @abc.abstractmethod
+    def run_stage(self, stage: Stage, run: CandidateRun) -> StageOutcome:
+        """Run the candidate for ``stage`` and compute its metrics.
+
+        Raise :class:`CandidateInvalid` with a reason when the candidate crashed or produced
+        unusable output. Any other exception is treated as a fault of the evaluator itself.
+        """
+
+    # Helpers used by the pipeline -------------------------------------------------------------
+    @classmethod
+    def metric_spec(cls, name: str) -> MetricSpec | None:
+        return next((m for m in cls.metrics if m.name == name), None)
+
+    @classmethod
+    def public_metric_names(cls) -> list[str]:
+        return [m.name for m in cls.metrics if m.public]

@@ -1,0 +1,119 @@
+"""Circle packing: 26 circles in the unit square, maximise the sum of radii (best known ≈ 2.635).
+
+Recipe: copy the harness next to the candidate → run it in the sandbox → read the raw centres and
+radii it wrote → recompute validity and the sum here, outside the sandbox. A reported sum is never
+read; NaN, out-of-square and overlapping circles make the candidate invalid with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from evaluators.agent import load_manifest
+from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome
+from sandboxes.base import Limits
+
+HERE = Path(__file__).parent
+N_CIRCLES = 26
+BEST_KNOWN = 2.635
+TOLERANCE = 1e-9
+
+TASK = f"""Pack {N_CIRCLES} circles into the unit square [0,1]x[0,1] so that the SUM OF THEIR RADII is as
+large as possible. Circles must lie fully inside the square and must not overlap. The best known sum
+is about {BEST_KNOWN}. Implement `construct_packing()` in packing.py: it returns (centers, radii),
+a ({N_CIRCLES}, 2) array of centres and a ({N_CIRCLES},) array of radii (numpy is available).
+The evaluator recomputes validity and the sum from what you return; it must finish within a few
+seconds. Ideas: hexagonal or grid-like arrangements, varied circle sizes, local optimisation of
+centres (e.g. scipy.optimize), then radii as large as the constraints allow."""
+
+
+def check_packing(centers, radii, n: int = N_CIRCLES) -> tuple[float, float]:
+    """Validate a packing; return (sum of radii, worst violation). Raises CandidateInvalid."""
+    try:
+        c = np.asarray(centers, dtype=float)
+        r = np.asarray(radii, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise CandidateInvalid(f"centers/radii are not numeric arrays: {e}") from None
+    if c.shape != (n, 2):
+        raise CandidateInvalid(f"centers has shape {c.shape}, expected ({n}, 2)")
+    if r.shape != (n,):
+        raise CandidateInvalid(f"radii has shape {r.shape}, expected ({n},)")
+    if not (np.isfinite(c).all() and np.isfinite(r).all()):
+        raise CandidateInvalid("centers or radii contain NaN or infinity")
+    if (r < 0).any():
+        raise CandidateInvalid(f"circle {int(np.argmin(r))} has a negative radius {r.min():.4g}")
+    # containment: every circle inside the square
+    wall = np.stack([r - c[:, 0], r - c[:, 1], c[:, 0] + r - 1, c[:, 1] + r - 1], axis=1)
+    worst_wall = float(wall.max())
+    if worst_wall > TOLERANCE:
+        i = int(np.argmax(wall.max(axis=1)))
+        raise CandidateInvalid(f"circle {i} (centre {c[i].round(4).tolist()}, r={r[i]:.4f}) sticks out of the square by {worst_wall:.3g}")
+    # overlaps: d_ij >= r_i + r_j for all pairs
+    d = np.linalg.norm(c[:, None, :] - c[None, :, :], axis=-1)
+    overlap = (r[:, None] + r[None, :]) - d
+    np.fill_diagonal(overlap, -np.inf)
+    worst_overlap = float(overlap.max())
+    if worst_overlap > TOLERANCE:
+        i, j = np.unravel_index(int(np.argmax(overlap)), overlap.shape)
+        raise CandidateInvalid(f"circles {i} and {j} overlap by {worst_overlap:.3g}")
+    return float(r.sum()), max(worst_wall, worst_overlap, 0.0)
+
+
+class CirclePackingEvaluator(Evaluator):
+    name = "circle_packing"
+    task = TASK
+    stages = (
+        Stage(
+            "full",
+            limits=Limits(wall_s=20, cpu_s=40, memory_mb=2048, pids=64, file_mb=16),
+            gate={"valid": 1.0},
+            description="run construct_packing() once and check the geometry",
+        ),
+    )
+    metrics = (
+        MetricSpec("sum_radii", 0.0, N_CIRCLES * 0.5, description="sum of radii (recomputed)"),
+        MetricSpec("valid", 0.0, 1.0, description="1 when the packing is feasible"),
+        MetricSpec("max_violation", 0.0, 1.0, public=False, description="worst constraint slack used"),
+    )
+
+    @classmethod
+    def option_names(cls):
+        return ("timeout_s",)
+
+    def seed_agent(self) -> Path:
+        return HERE / "seed"
+
+    def run_stage(self, stage: Stage, run: CandidateRun) -> StageOutcome:
+        limits = stage.limits
+        if "timeout_s" in self.options:
+            limits = Limits(**{**limits.__dict__, "wall_s": float(self.options["timeout_s"])})
+        entry = load_manifest(run.workdir).entry
+        shutil.copy(HERE / "harness.py", run.workdir / "_dgm_harness.py")
+        out = run.workdir / "result.json"
+        result = run.execute([run.python, "-I", "-B", "_dgm_harness.py", entry, out.name], limits)
+        if not result.ok:
+            tail = result.stderr.strip()[-1500:]
+            raise CandidateInvalid(f"{result.describe()}" + (f"\n{tail}" if tail else ""))
+        try:
+            payload = json.loads(out.read_text())
+            centers, radii = payload["centers"], payload["radii"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CandidateInvalid(f"no usable result.json from the candidate: {e}") from None
+        total, violation = check_packing(centers, radii)
+        radii_arr = np.asarray(radii, dtype=float)
+        feedback = (
+            f"valid packing, sum of radii = {total:.6f} ({total / BEST_KNOWN:.1%} of the best known {BEST_KNOWN}); "
+            f"radii range {radii_arr.min():.4f}..{radii_arr.max():.4f}, {int((radii_arr < 0.02).sum())} circles below 0.02"
+        )
+        if math.isclose(total, 0.0):
+            feedback += "; all radii are zero"
+        return StageOutcome(
+            score=total / BEST_KNOWN,
+            metrics={"sum_radii": total, "valid": 1.0, "max_violation": violation},
+            feedback=feedback,
+        )

@@ -1,0 +1,171 @@
+"""``dgm status`` and ``dgm archive …``: read-only views of a run (safe while a campaign writes)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from archive import Archive, Node, NodeStatus
+
+LIST_OMITS = {"prompt", "response"}  # large; `archive show` has them
+STATUS_STYLE = {"admitted": "green", "rejected": "white", "invalid": "yellow", "failed": "red", "evaluating": "cyan", "proposed": "cyan"}
+
+run_dir_arg = click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _open(run_dir: Path) -> Archive:
+    return Archive.open(run_dir, readonly=True)
+
+
+def _node(archive: Archive, node_id: int) -> Node:
+    try:
+        return archive.get(node_id)
+    except KeyError:
+        raise click.ClickException(f"{archive.run_dir}: no node {node_id} (nodes 0..{archive.count() - 1})") from None
+
+
+def _dump(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, allow_nan=False, default=str))
+
+
+def _score(node: Node) -> str:
+    return "-" if node.score is None else f"{node.score:.4f}"
+
+
+def _summary(archive: Archive) -> dict:
+    nodes = archive.nodes()
+    counts = {s.value: 0 for s in NodeStatus}
+    for n in nodes:
+        counts[n.status.value] += 1
+    best = archive.best(1)
+    seed = next((n for n in nodes if n.parent_id is None), None)
+    return {
+        "run_dir": str(archive.run_dir),
+        "campaign": archive.campaign,
+        "nodes": len(nodes),
+        "iterations": sum(1 for n in nodes if n.parent_id is not None),
+        "counts": counts,
+        "best": {"id": best[0].id, "score": best[0].score, "public_metrics": best[0].public_metrics} if best else None,
+        "seed_score": seed.score if seed else None,
+        "fm_calls": sum(1 for n in nodes if n.parent_id is not None and n.operator),
+        "tokens": sum(n.prompt_tokens + n.completion_tokens for n in nodes),
+        "cost_usd": round(sum(n.cost_usd for n in nodes), 6),
+        "last_update": max((n.updated_at for n in nodes), default=None),
+    }
+
+
+@click.command()
+@run_dir_arg
+@json_opt
+def status(run_dir: Path, as_json: bool) -> None:
+    """Summary of a run: counts by status, best node, usage."""
+    with _open(run_dir) as archive:
+        s = _summary(archive)
+    if as_json:
+        return _dump(s)
+    c = s["counts"]
+    click.echo(f"campaign {s['campaign']!r} in {s['run_dir']}: {s['iterations']} iterations, {s['nodes']} nodes")
+    click.echo("  " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
+    if s["best"]:
+        click.echo(f"  best: node {s['best']['id']} score {s['best']['score']:.4f} {s['best']['public_metrics']}")
+    click.echo(f"  seed score: {s['seed_score']}")
+    click.echo(f"  FM: {s['fm_calls']} calls, {s['tokens']:,} tokens, ${s['cost_usd']:.4f}")
+
+
+@click.group()
+def archive() -> None:
+    """Inspect a run's archive tree."""
+
+
+@archive.command("list")
+@run_dir_arg
+@json_opt
+@click.option("--status", "status_filter", type=click.Choice([s.value for s in NodeStatus]), multiple=True)
+def list_cmd(run_dir: Path, as_json: bool, status_filter: tuple[str, ...]) -> None:
+    """Every node (prompt and response are in `archive show`)."""
+    with _open(run_dir) as arc:
+        nodes = arc.nodes(status=[NodeStatus(s) for s in status_filter] or None)
+    if as_json:
+        return _dump([n.model_dump(mode="json", exclude=LIST_OMITS) for n in nodes])
+    table = Table("id", "parent", "status", "op", "score", "tokens", "error / feedback", box=None)
+    for n in nodes:
+        note = (n.error or n.feedback).split("\n")[0][:70]
+        style = STATUS_STYLE.get(n.status.value, "")
+        table.add_row(str(n.id), str(n.parent_id if n.parent_id is not None else "-"), f"[{style}]{n.status.value}[/]",
+                      n.operator, _score(n), str(n.prompt_tokens + n.completion_tokens), note)
+    Console().print(table)
+
+
+@archive.command()
+@run_dir_arg
+@click.argument("node_id", type=int)
+@json_opt
+def show(run_dir: Path, node_id: int, as_json: bool) -> None:
+    """One node with every field (prompt and response included)."""
+    with _open(run_dir) as arc:
+        node = _node(arc, node_id)
+    if as_json:
+        return _dump(node.model_dump(mode="json"))
+    for key, value in node.model_dump(mode="json").items():
+        if key in ("prompt", "response", "feedback", "error") and value:
+            click.echo(f"--- {key} ---\n{value}")
+        elif key == "stages":
+            for st in value:
+                click.echo(f"stage {st['stage']}: valid={st['valid']} gate={st['passed_gate']} score={st['score']} {st['public']}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@archive.command()
+@run_dir_arg
+@click.argument("node_id", type=int)
+@json_opt
+def lineage(run_dir: Path, node_id: int, as_json: bool) -> None:
+    """The path root → NODE_ID, with scores."""
+    with _open(run_dir) as arc:
+        _node(arc, node_id)
+        chain = arc.lineage(node_id)
+    if as_json:
+        return _dump([{"id": n.id, "status": n.status.value, "score": n.score, "operator": n.operator} for n in chain])
+    for depth, n in enumerate(chain):
+        summary = n.response and n.response.strip().split("\n")[0][:60]
+        click.echo(f"{'  ' * depth}└─ node {n.id} [{n.status.value}] score {_score(n)} {n.operator} {summary or ''}".rstrip())
+
+
+@archive.command()
+@run_dir_arg
+@click.argument("node_id", type=int)
+def diff(run_dir: Path, node_id: int) -> None:
+    """NODE_ID's code against its parent's, as a unified diff."""
+    with _open(run_dir) as arc:
+        _node(arc, node_id)
+        click.echo(arc.diff(node_id), nl=False)
+
+
+@archive.command()
+@run_dir_arg
+@click.option("--format", "fmt", type=click.Choice(["json", "dot"]), default="json", show_default=True)
+def export(run_dir: Path, fmt: str) -> None:
+    """The whole tree as JSON or Graphviz dot."""
+    with _open(run_dir) as arc:
+        click.echo(arc.export(fmt))
+
+
+@archive.command()
+@run_dir_arg
+def check(run_dir: Path) -> None:
+    """Verify that the database and the git repository agree; exit 1 if not."""
+    with _open(run_dir) as arc:
+        problems = arc.check()
+        n = arc.count()
+    if problems:
+        for p in problems:
+            click.echo(f"problem: {p}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {n} nodes, database and git agree")

@@ -1,0 +1,91 @@
+"""``dgm evaluators list`` and ``dgm eval``: what is installed, and one evaluation of one agent."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from evaluators import registry
+from evaluators.pipeline import evaluate
+
+
+@click.group()
+def evaluators() -> None:
+    """Installed evaluators (entry-point group dgm.evaluators)."""
+
+
+@evaluators.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(as_json: bool) -> None:
+    """Every installed evaluator; a broken plugin is listed with its fault instead of stopping the list."""
+    rows = []
+    for name, ep in sorted(registry.entry_point_map().items()):
+        try:
+            cls = registry.load_class(name)
+        except registry.EvaluatorLoadError as e:
+            rows.append({"name": name, "entry_point": ep.value, "error": str(e)})
+            continue
+        rows.append({
+            "name": name,
+            "entry_point": ep.value,
+            "stages": [{"name": s.name, "gate": dict(s.gate), "wall_s": s.limits.wall_s} for s in cls.stages],
+            "metrics": [{"name": m.name, "public": m.public, "low": m.low, "high": m.high} for m in cls.metrics],
+            "task": cls.task.strip().split("\n")[0],
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{r['name']:<16} BROKEN: {r['error']}")
+        else:
+            stages = " → ".join(s["name"] for s in r["stages"])
+            click.echo(f"{r['name']:<16} stages {stages:<22} {r['task'][:70]}")
+
+
+@click.command("eval")
+@click.option("--evaluator", "name", required=True, help="Evaluator name (see `dgm evaluators list`).")
+@click.argument("agent_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--stage", "stages", multiple=True, help="Run only this stage (repeatable).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Evaluator option (JSON value or string).")
+@click.option("--backend", default="auto", show_default=True, help="Sandbox backend.")
+@click.option("--trusted", is_flag=True, help="Allow the unisolated 'process' backend.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(name, agent_dir, stages, options, backend, trusted, seed, as_json) -> None:
+    """Evaluate the agent in AGENT_DIR once and print its metrics (exit 1 if invalid)."""
+    from evaluators.agent import load_manifest
+    from sandboxes.factory import make_sandbox
+
+    load_manifest(agent_dir)
+    evaluator = registry.create(name, dict(_option(o) for o in options))
+    result = evaluate(evaluator, agent_dir, make_sandbox(backend, trusted=trusted), seed=seed, stages=list(stages) or None)
+    if as_json:
+        click.echo(json.dumps({
+            "evaluator": name, "agent": str(agent_dir), "valid": result.first_stage_complete, "score": result.score,
+            "public_metrics": result.public_metrics, "private_metrics": result.private_metrics,
+            "stages": [s.to_record() for s in result.stages], "error": result.error, "feedback": result.feedback,
+        }, indent=2))
+    else:
+        for s in result.stages:
+            verdict = "ok" if s.valid and s.passed_gate else ("gate" if s.valid else "INVALID")
+            score = "-" if s.score is None else f"{s.score:.4f}"
+            click.echo(f"{s.stage:<8} {verdict:<8} score {score:<8} {s.wall_s:6.2f}s  {s.public} private={s.private}")
+        if result.error:
+            click.echo(f"error: {result.error}")
+        elif result.feedback:
+            click.echo(result.feedback)
+    sys.exit(0 if result.first_stage_complete and not result.evaluator_error else 1)
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise click.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint="--option")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value

@@ -1,0 +1,86 @@
+"""``dgm init DIR --template NAME``: scaffold a ready-to-run campaign (config + seed agent), or a
+plugin package (``--template plugin``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from evaluators import registry
+from evaluators.agent import copy_agent
+
+CAMPAIGN_TOML = """\
+# dgm campaign. Run it with:  dgm run {config}
+# Every key is optional except [evaluator].name; unknown keys are errors.
+
+[campaign]
+name = "{name}"
+iterations = 30          # total child attempts; `dgm run` again resumes up to this
+seed_agent = "seed"      # the agent every lineage starts from (agent.toml inside)
+random_seed = 0
+
+[evaluator]
+name = "{evaluator}"
+# options = {{}}          # evaluator-specific knobs
+
+[fm]
+provider = "embedded"    # offline Qwen2.5-Coder-1.5B; or "openai" with base_url + api_key_env
+# model = "gpt-4o-mini"
+# base_url = "https://api.openai.com/v1"
+# api_key_env = "OPENAI_API_KEY"   # the key is read from this variable, never stored
+timeout_s = 300
+max_tokens = 1200
+temperature = [0.5, 1.0] # sampled per call, with a fresh sampling seed per call
+concurrency = 2          # proposals in flight
+
+[mutation]
+operators = {{ diff = 0.6, rewrite = 0.4 }}
+exemplars = 2
+
+[selection]
+method = "score_child_prop"   # score_prop | robust | best | uniform | module:function
+
+[admission]
+policy = "keep_all_valid"     # keep_better | module:function
+leeway = 0.1
+
+[evaluation]
+workers = 2
+
+[sandbox]
+backend = "auto"              # bwrap, else docker; "process" needs trusted = true
+
+[budget]
+# max_fm_calls = 100
+# max_tokens = 500000
+# max_usd = 5.0
+# max_wall_s = 3600
+"""
+
+
+def write_campaign(dest: Path, evaluator: str, name: str | None = None) -> Path:
+    cls = registry.load_class(evaluator)
+    dest.mkdir(parents=True, exist_ok=True)
+    config = dest / "campaign.toml"
+    if config.exists():
+        raise click.ClickException(f"{config} already exists; choose another directory")
+    copy_agent(cls().seed_agent(), dest / "seed")
+    config.write_text(CAMPAIGN_TOML.format(config=config, name=name or dest.resolve().name, evaluator=evaluator))
+    return config
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--template", "-t", required=True, help="An evaluator name (see `dgm evaluators list`), or 'plugin'.")
+@click.option("--name", help="Campaign (or plugin) name; default: the directory name.")
+def init(directory: Path, template: str, name: str | None) -> None:
+    """Create DIRECTORY with a campaign for TEMPLATE (or a plugin package)."""
+    if template == "plugin":
+        from orchestrator.cli.plugin_template import write_plugin
+
+        where = write_plugin(directory, name)
+        click.echo(f"created plugin package in {where}\nnext: .venv/bin/pip install -e {where} && dgm run {where}/campaign.toml")
+        return
+    config = write_campaign(directory, template, name)
+    click.echo(f"created {config} and {directory / 'seed'}\nnext: dgm run {config}")

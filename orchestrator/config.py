@@ -1,0 +1,132 @@
+"""The campaign config: one TOML file, validated by pydantic. Unknown keys and bad values are errors
+that name the file, the field and the value (``campaign.toml: [fm].timeout_s = -3: must be > 0``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator.budget import BudgetLimits
+from orchestrator.fm.config import FMConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CampaignSection(_Section):
+    name: str = "campaign"
+    iterations: int = Field(30, ge=0, description="total child attempts (the seed excluded); resume continues to this")
+    random_seed: int = 0
+    seed_agent: Path | None = None  # default: the evaluator's own seed agent
+
+
+class EvaluatorSection(_Section):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    stages: list[str] | None = None  # run only these stages (default: all)
+
+
+class MutationSection(_Section):
+    operators: dict[str, float] = Field(default_factory=lambda: {"diff": 0.6, "rewrite": 0.4})
+    exemplars: int = Field(2, ge=0, le=10)
+    failures_shown: int = Field(2, ge=0, le=10)
+
+    @field_validator("operators")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("must name at least one operator")
+        for name, w in v.items():
+            if w < 0:
+                raise ValueError(f"weight of {name!r} is {w}: must be >= 0")
+        if sum(v.values()) <= 0:
+            raise ValueError("operator weights must not all be zero")
+        return v
+
+
+class SelectionSection(_Section):
+    method: str = "score_child_prop"
+
+
+class AdmissionSection(_Section):
+    policy: str = "keep_all_valid"
+    leeway: float = Field(0.1, ge=0)
+    reference: Literal["seed", "parent"] = "seed"
+
+
+class EvaluationSection(_Section):
+    workers: int = Field(2, ge=1, le=64)
+
+
+class SandboxSection(_Section):
+    backend: str = "auto"  # auto | bwrap | docker | process
+    trusted: bool = False  # must be true to allow the unisolated 'process' backend
+
+
+class CampaignConfig(_Section):
+    campaign: CampaignSection = Field(default_factory=CampaignSection)
+    evaluator: EvaluatorSection
+    fm: FMConfig = Field(default_factory=FMConfig)
+    mutation: MutationSection = Field(default_factory=MutationSection)
+    selection: SelectionSection = Field(default_factory=SelectionSection)
+    admission: AdmissionSection = Field(default_factory=AdmissionSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    sandbox: SandboxSection = Field(default_factory=SandboxSection)
+    budget: BudgetLimits = Field(default_factory=BudgetLimits)
+
+    # where relative paths are resolved; set by load_config
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: Path) -> CampaignConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse_config(data, source=str(path), base_dir=path.resolve().parent)
+
+
+def parse_config(data: dict[str, Any], *, source: str = "config", base_dir: Path = Path(".")) -> CampaignConfig:
+    try:
+        cfg = CampaignConfig(**data)
+    except ValidationError as e:
+        raise ConfigError("\n".join(f"{source}: {line}" for line in describe(e, data))) from None
+    cfg.base_dir = base_dir
+    if cfg.campaign.seed_agent is not None and not cfg.campaign.seed_agent.is_absolute():
+        cfg.campaign.seed_agent = (base_dir / cfg.campaign.seed_agent).resolve()
+    return cfg
+
+
+def describe(e: ValidationError, data: dict[str, Any]) -> list[str]:
+    """Pydantic errors as ``[section].field = value: message`` lines."""
+    lines = []
+    for err in e.errors():
+        loc = [str(x) for x in err["loc"]]
+        if len(loc) >= 2:
+            where = f"[{loc[0]}].{'.'.join(loc[1:])}"
+        elif loc:
+            where = f"[{loc[0]}]"
+        else:
+            where = "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: required but missing")
+        else:
+            lines.append(f"{where} = {err.get('input')!r}: {msg}")
+    return lines

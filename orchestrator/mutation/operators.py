@@ -1,0 +1,106 @@
+"""Mutation operators: turn a parent (as a :class:`ProposalContext`) into a child's files.
+
+An operator is anything with a ``name`` and ``propose(ctx, fm, sampling) -> Proposal``. The FM
+operators here edit one file; a self-modifying operator (the parent's own code producing the child,
+inside a sandbox) implements the same method, so the loop does not care who wrote the child.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.mutation.parsing import ProposalInvalid, apply_edits, check_python, parse_diff, parse_rewrite
+from orchestrator.mutation.prompts import DIFF_INSTRUCTIONS, REWRITE_INSTRUCTIONS, ProposalContext, build_messages, render
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float
+    seed: int
+    max_tokens: int
+
+
+@dataclass
+class Proposal:
+    operator: str
+    target: str
+    files: dict[str, str] | None  # changed files → full new text; None when invalid
+    error: str = ""  # why invalid (the raw response is kept either way)
+    summary: str = ""
+    prompt: str = ""
+    response: str = ""
+    completion: Any = None  # orchestrator.fm.client.Completion, when an FM was called
+
+    @property
+    def valid(self) -> bool:
+        return self.files is not None
+
+
+class Operator(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def propose(self, ctx: ProposalContext, fm: Any, sampling: Sampling) -> Proposal:
+        """Return a proposal; FM transport errors propagate as ``FMError``."""
+
+
+class FMOperator(Operator):
+    """Ask the FM for an edit of ``ctx.target`` and parse it into the file's new text."""
+
+    instructions: str
+
+    def propose(self, ctx: ProposalContext, fm: Any, sampling: Sampling) -> Proposal:
+        messages = build_messages(ctx, self.instructions)
+        completion = fm.complete(
+            messages, temperature=sampling.temperature, seed=sampling.seed, max_tokens=sampling.max_tokens,
+            node_tag=f"parent-{ctx.parent_id}",
+        )
+        proposal = Proposal(self.name, ctx.target, None, prompt=render(messages), response=completion.text, completion=completion)
+        proposal.summary = summarise(completion.text)
+        old = ctx.files[ctx.target]
+        try:
+            new = self.apply(old, completion.text)
+            if new.strip() == old.strip():
+                raise ProposalInvalid("the proposal is identical to the parent")
+            check_python(ctx.target, new)
+        except ProposalInvalid as e:
+            proposal.error = str(e)
+            return proposal
+        proposal.files = {ctx.target: new}
+        return proposal
+
+    @abc.abstractmethod
+    def apply(self, old: str, answer: str) -> str: ...
+
+
+class DiffOperator(FMOperator):
+    name = "diff"
+    instructions = DIFF_INSTRUCTIONS
+
+    def apply(self, old: str, answer: str) -> str:
+        return apply_edits(old, parse_diff(answer))
+
+
+class RewriteOperator(FMOperator):
+    name = "rewrite"
+    instructions = REWRITE_INSTRUCTIONS
+
+    def apply(self, old: str, answer: str) -> str:
+        return parse_rewrite(answer)
+
+
+BUILTIN: dict[str, type[Operator]] = {"diff": DiffOperator, "rewrite": RewriteOperator}
+
+
+def summarise(answer: str, limit: int = 120) -> str:
+    """First sentence of prose in the answer (outside code and edit blocks): the commit message."""
+    prose = re.sub(r"```.*?(```|\Z)", "", answer, flags=re.DOTALL)
+    prose = re.sub(r"<{5,}.*?(>{5,}\s*REPLACE|\Z)", "", prose, flags=re.DOTALL)
+    for line in prose.splitlines():
+        line = line.strip(" #*-\t")
+        if len(line) > 3:
+            return line[:limit]
+    return "(no description)"

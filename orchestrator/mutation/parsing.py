@@ -1,0 +1,98 @@
+"""Turns an FM answer into new file contents, tolerating fences and chatter.
+
+Two formats: SEARCH/REPLACE blocks (``diff``) and a whole file in a code fence (``rewrite``).
+Anything unusable raises :class:`ProposalInvalid` with a reason; the raw answer is kept by the
+caller on the invalid node.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SEARCH_RE = re.compile(
+    r"<{5,9}\s*SEARCH[^\n]*\n(?P<search>.*?)\n?={5,9}[^\n]*\n(?P<replace>.*?)\n?>{5,9}\s*REPLACE",
+    re.DOTALL,
+)
+FENCE_RE = re.compile(r"```[ \t]*(?P<lang>[\w+.-]*)[^\n]*\n(?P<body>.*?)(?:\n```|\Z)", re.DOTALL)
+
+
+class ProposalInvalid(ValueError):
+    """The FM's answer cannot become a candidate (unparsable, unchanged, not compilable)."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    search: str
+    replace: str
+
+
+def parse_diff(text: str) -> list[Edit]:
+    edits = [Edit(m["search"], m["replace"]) for m in SEARCH_RE.finditer(text)]
+    if not edits:
+        raise ProposalInvalid("no SEARCH/REPLACE block found in the answer")
+    return edits
+
+
+def apply_edits(source: str, edits: list[Edit]) -> str:
+    """Apply each edit once; exact match first, then a match that ignores indentation and trailing space."""
+    for n, edit in enumerate(edits, 1):
+        if not edit.search.strip():
+            raise ProposalInvalid(f"SEARCH block {n} is empty")
+        if edit.search in source:
+            source = source.replace(edit.search, edit.replace, 1)
+            continue
+        source = _apply_loose(source, edit, n)
+    return source
+
+
+def _apply_loose(source: str, edit: Edit, n: int) -> str:
+    src_lines = source.split("\n")
+    want = [line.strip() for line in edit.search.strip("\n").split("\n")]
+    for i in range(len(src_lines) - len(want) + 1):
+        if [line.strip() for line in src_lines[i : i + len(want)]] == want:
+            # re-indent the replacement by the indentation difference of the first line
+            have_indent = _indent(src_lines[i])
+            search_first = edit.search.strip("\n").split("\n")[0]
+            shift = len(have_indent) - len(_indent(search_first))
+            replacement = [_shift(line, shift) for line in edit.replace.strip("\n").split("\n")] if edit.replace.strip() else []
+            return "\n".join(src_lines[:i] + replacement + src_lines[i + len(want) :])
+    first = edit.search.strip().split("\n")[0][:80]
+    raise ProposalInvalid(f"SEARCH block {n} does not match the current code (first line: {first!r})")
+
+
+def _indent(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
+def _shift(line: str, shift: int) -> str:
+    if shift > 0:
+        return " " * shift + line
+    if shift < 0:
+        cut = min(-shift, len(_indent(line)))
+        return line[cut:]
+    return line
+
+
+def parse_rewrite(text: str) -> str:
+    """The whole new file: the longest fenced block, else the answer itself if it looks like code."""
+    blocks = [m["body"] for m in FENCE_RE.finditer(text)]
+    blocks = [b for b in blocks if b.strip()]
+    if blocks:
+        return max(blocks, key=len).strip("\n") + "\n"
+    stripped = text.strip()
+    if re.match(r"^(\"\"\"|'''|#|import |from |def |class |[A-Za-z_]\w* *=)", stripped):
+        return stripped + "\n"
+    raise ProposalInvalid("no code block found in the answer")
+
+
+def check_python(path: str, source: str) -> None:
+    """Reject code that does not even compile before spending an evaluation on it."""
+    if not path.endswith(".py"):
+        return
+    try:
+        compile(source, path, "exec")
+    except SyntaxError as e:
+        raise ProposalInvalid(f"{path} does not compile: {e.msg} (line {e.lineno})") from None
+    except ValueError as e:  # e.g. null bytes
+        raise ProposalInvalid(f"{path} does not compile: {e}") from None

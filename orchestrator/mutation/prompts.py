@@ -1,0 +1,85 @@
+"""Prompt building. Static text first (system, task) so the server's prompt cache is reused across
+calls; the per-parent part (code, its results, archive exemplars, failed attempts) last.
+
+Only public metrics and public feedback ever reach a prompt; private metrics are not even passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SYSTEM = (
+    "You are an expert Python programmer who improves programs step by step. "
+    "You change code carefully, keep every function the evaluator calls, keep the return types, "
+    "and never print or fake results: an independent evaluator recomputes everything."
+)
+
+DIFF_INSTRUCTIONS = """Propose ONE focused improvement to {target}. First write one sentence saying what you change and why.
+Then give one or more SEARCH/REPLACE blocks in exactly this format:
+<<<<<<< SEARCH
+lines copied exactly from the current program
+=======
+the new lines
+>>>>>>> REPLACE"""
+
+REWRITE_INSTRUCTIONS = """Propose an improved version of {target}. First write one sentence saying what you change and why.
+Then give the COMPLETE new {target} in one ```python code block."""
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    node_id: int
+    score: float
+    public_metrics: dict[str, float]
+    note: str = ""  # first line of its public feedback
+
+
+@dataclass
+class ProposalContext:
+    """Everything a proposal needs, gathered by the loop (workers never touch the archive)."""
+
+    task: str
+    parent_id: int
+    files: dict[str, str]  # all of the parent's text files
+    editable: list[str]
+    target: str  # the file this proposal edits
+    score: float | None = None
+    public_metrics: dict[str, float] = field(default_factory=dict)
+    feedback: str = ""
+    exemplars: list[Exemplar] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # recent failed children of this parent
+
+
+def _metrics_line(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} = {v:.6g}" for k, v in sorted(metrics.items())) or "none"
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 15] + " …[truncated]"
+
+
+def build_messages(ctx: ProposalContext, instructions: str) -> list[dict[str, str]]:
+    parts = [f"## Task\n{ctx.task.strip()}"]
+    score = "not scored" if ctx.score is None else f"score {ctx.score:.4f}"
+    parts.append(f"## Current program: {ctx.target} ({score})\n```python\n{ctx.files[ctx.target].rstrip()}\n```")
+    others = [p for p in ctx.editable if p != ctx.target]
+    if others:
+        parts.append("Other editable files (unchanged by this edit): " + ", ".join(others))
+    parts.append(f"## Its results\n{_metrics_line(ctx.public_metrics)}\n{_clip(ctx.feedback, 600)}".rstrip())
+    if ctx.exemplars:
+        lines = [
+            f"- node {e.node_id}: score {e.score:.4f} ({_metrics_line(e.public_metrics)}){': ' + _clip(e.note, 160) if e.note else ''}"
+            for e in ctx.exemplars
+        ]
+        parts.append("## Other programs in the archive\n" + "\n".join(lines))
+    if ctx.failures:
+        lines = [f"- {_clip(f, 400)}" for f in ctx.failures]
+        parts.append("## Earlier changes to this program that FAILED (avoid repeating them)\n" + "\n".join(lines))
+    parts.append("## Your answer\n" + instructions.format(target=ctx.target))
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def render(messages: list[dict[str, str]]) -> str:
+    """The prompt as one text, for the archive."""
+    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
