@@ -143,7 +143,7 @@ class Campaign:
             return False
         if self.stats.started >= target:
             return False
-        reason = exhausted(self._usage(), self.cfg.budget)
+        reason = exhausted(self._usage(in_flight=len(proposing)), self.cfg.budget)
         if reason:
             self.stats.stop_reason = reason
             return False
@@ -234,10 +234,10 @@ class Campaign:
             (n for n in self.nodes.values() if n.status == NodeStatus.ADMITTED and n.id != parent.id and n.score is not None),
             key=lambda n: -n.score,
         )[: self.cfg.mutation.exemplars]
-        failed = [
-            n for n in sorted(self.nodes.values(), key=lambda n: -n.id)
-            if n.parent_id == parent.id and n.status in FAILED_CHILD and n.error
-        ][: self.cfg.mutation.failures_shown]
+        failures: dict[str, str] = {}  # error → note; the most recent first, each error once
+        for n in sorted(self.nodes.values(), key=lambda n: -n.id):
+            if n.parent_id == parent.id and n.status in FAILED_CHILD and n.error and n.error not in failures:
+                failures[n.error] = f"{n.operator} change ({_first_line(n.response)}): {n.error}"
         return ProposalContext(
             task=self.evaluator.task,
             parent_id=parent.id,
@@ -248,7 +248,7 @@ class Campaign:
             public_metrics=dict(parent.public_metrics),
             feedback=parent.feedback,
             exemplars=[Exemplar(n.id, n.score, dict(n.public_metrics), n.feedback.split("\n")[0]) for n in others],
-            failures=[f"{n.operator} change ({_first_line(n.response)}): {n.error}" for n in failed],
+            failures=list(failures.values())[: self.cfg.mutation.failures_shown],
         )
 
     def _record_proposal(self, fut: Future, parent_id: int, op: str, ctx: ProposalContext, select_s: float) -> int | None:
@@ -348,8 +348,9 @@ class Campaign:
 
     # ---- bookkeeping ------------------------------------------------------------------
 
-    def _usage(self) -> Usage:
-        calls = sum(1 for n in self.nodes.values() if n.operator not in ("seed", ""))
+    def _usage(self, in_flight: int = 0) -> Usage:
+        """Campaign-wide usage, across resumes (from the archive); calls in flight count as made."""
+        calls = in_flight + sum(1 for n in self.nodes.values() if n.operator not in ("seed", ""))
         tokens = sum(n.prompt_tokens + n.completion_tokens for n in self.nodes.values())
         cost = sum(n.cost_usd for n in self.nodes.values())
         return Usage(calls, tokens, cost, self.prior_wall_s + time.monotonic() - self._t0)

@@ -23,11 +23,17 @@ def _open(run_dir: Path) -> Archive:
     return Archive.open(run_dir, readonly=True)
 
 
-def _node(archive: Archive, node_id: int) -> Node:
+def _node(archive: Archive, ref: str) -> Node:
+    """A node by id, or ``best`` (the highest-scoring admitted node)."""
+    if ref == "best":
+        top = archive.best(1)
+        if not top:
+            raise click.ClickException(f"{archive.run_dir}: no admitted node yet")
+        return top[0]
     try:
-        return archive.get(node_id)
-    except KeyError:
-        raise click.ClickException(f"{archive.run_dir}: no node {node_id} (nodes 0..{archive.count() - 1})") from None
+        return archive.get(int(ref))
+    except (KeyError, ValueError):
+        raise click.ClickException(f"{archive.run_dir}: no node {ref!r} (ids 0..{archive.count() - 1}, or 'best')") from None
 
 
 def _dump(obj) -> None:
@@ -104,12 +110,12 @@ def list_cmd(run_dir: Path, as_json: bool, status_filter: tuple[str, ...]) -> No
 
 @archive.command()
 @run_dir_arg
-@click.argument("node_id", type=int)
+@click.argument("node_ref", metavar="NODE")
 @json_opt
-def show(run_dir: Path, node_id: int, as_json: bool) -> None:
-    """One node with every field (prompt and response included)."""
+def show(run_dir: Path, node_ref: str, as_json: bool) -> None:
+    """One node (an id or 'best') with every field, prompt and response included."""
     with _open(run_dir) as arc:
-        node = _node(arc, node_id)
+        node = _node(arc, node_ref)
     if as_json:
         return _dump(node.model_dump(mode="json"))
     for key, value in node.model_dump(mode="json").items():
@@ -124,13 +130,12 @@ def show(run_dir: Path, node_id: int, as_json: bool) -> None:
 
 @archive.command()
 @run_dir_arg
-@click.argument("node_id", type=int)
+@click.argument("node_ref", metavar="NODE")
 @json_opt
-def lineage(run_dir: Path, node_id: int, as_json: bool) -> None:
-    """The path root → NODE_ID, with scores."""
+def lineage(run_dir: Path, node_ref: str, as_json: bool) -> None:
+    """The path root → NODE (an id or 'best'), with scores."""
     with _open(run_dir) as arc:
-        _node(arc, node_id)
-        chain = arc.lineage(node_id)
+        chain = arc.lineage(_node(arc, node_ref).id)
     if as_json:
         return _dump([{"id": n.id, "status": n.status.value, "score": n.score, "operator": n.operator} for n in chain])
     for depth, n in enumerate(chain):
@@ -140,12 +145,11 @@ def lineage(run_dir: Path, node_id: int, as_json: bool) -> None:
 
 @archive.command()
 @run_dir_arg
-@click.argument("node_id", type=int)
-def diff(run_dir: Path, node_id: int) -> None:
-    """NODE_ID's code against its parent's, as a unified diff."""
+@click.argument("node_ref", metavar="NODE")
+def diff(run_dir: Path, node_ref: str) -> None:
+    """NODE's code (an id or 'best') against its parent's, as a unified diff."""
     with _open(run_dir) as arc:
-        _node(arc, node_id)
-        click.echo(arc.diff(node_id), nl=False)
+        click.echo(arc.diff(_node(arc, node_ref).id), nl=False)
 
 
 @archive.command()

@@ -1,0 +1,186 @@
+"""Whole campaigns against a scripted OpenAI-protocol server over real HTTP, with the real archive
+(SQLite + git), the real circle-packing evaluator and the default sandbox."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from archive import Archive, NodeStatus
+from orchestrator.campaign import Campaign, CampaignError
+from orchestrator.config import load_config
+from orchestrator.fm.client import FMClient
+from tests.campaign_helpers import CHEAT, CRASH, GRID, LOOP, NAN, OVERLAP, SYNTAX, rewrite, write_config
+from tests.fm_server import Delay, Garbage, Reply, ScriptedFMServer, Status
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch):
+    monkeypatch.setenv("DGM_TEST_KEY", "sk-test-secret-123")
+
+
+def run_campaign(tmp_path, server, **kw):
+    cfg = load_config(write_config(tmp_path, server.base_url, **kw))
+    with FMClient.from_config(cfg.fm) as fm:
+        return Campaign(cfg, tmp_path / "run", fm).run()
+
+
+def by_response(archive: Archive) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for n in archive.nodes():
+        out.setdefault(n.response, []).append(n)
+    return out
+
+
+def test_campaign_records_every_kind_of_child(tmp_path):
+    answers = {
+        "good": rewrite(GRID, "Use a 5x5 grid."),
+        "crash": rewrite(CRASH),
+        "loop": rewrite(LOOP),
+        "nan": rewrite(NAN),
+        "overlap": rewrite(OVERLAP),
+        "cheat": rewrite(CHEAT),
+        "syntax": rewrite(SYNTAX),
+        "chatter": "I am not sure what to change here.",
+    }
+    script = [Reply(a, prompt_tokens=100, completion_tokens=50) for a in answers.values()]
+    with ScriptedFMServer(script, default=Reply(rewrite(GRID, "Use a 5x5 grid."))) as srv:
+        stats = run_campaign(tmp_path, srv, iterations=len(answers))
+        requests = list(srv.requests)
+    assert stats.started == len(answers)
+    assert "reached 8 iterations" in stats.stop_reason
+
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        assert archive.check() == []
+        nodes = archive.nodes()
+        assert len(nodes) == len(answers) + 1
+        seed = archive.get(0)
+        assert seed.status == NodeStatus.ADMITTED and seed.score == pytest.approx(1.7367923948904918 / 2.635)
+        got = by_response(archive)
+        status = {k: got[a][0].status for k, a in answers.items()}
+        error = {k: got[a][0].error for k, a in answers.items()}
+
+        assert status["good"] == NodeStatus.ADMITTED
+        good = got[answers["good"]][0]
+        assert good.score == pytest.approx(2.54 / 2.635)
+        assert good.public_metrics == {"sum_radii": pytest.approx(2.54), "valid": 1.0}
+        assert "max_violation" in good.private_metrics
+        assert good.prompt_tokens == 100 and good.completion_tokens == 50
+        assert good.cost_usd == pytest.approx((100 * 1.0 + 50 * 2.0) / 1e6)
+        assert "Use a 5x5 grid." in archive.diff(good.id) or "5x5" in archive.diff(good.id)
+        assert [n.id for n in archive.lineage(good.id)] == [0, good.id]
+
+        assert status["crash"] == NodeStatus.INVALID and "boom in candidate" in error["crash"]
+        assert status["loop"] == NodeStatus.INVALID and "wall-clock" in error["loop"]
+        assert status["nan"] == NodeStatus.INVALID and "NaN" in error["nan"]
+        assert status["overlap"] == NodeStatus.INVALID and "overlap" in error["overlap"]
+        assert status["cheat"] == NodeStatus.INVALID and "out of the square" in error["cheat"]
+        assert status["syntax"] == NodeStatus.INVALID and "does not compile" in error["syntax"]
+        assert status["chatter"] == NodeStatus.INVALID and "no code block" in error["chatter"]
+        # the invalid answer is kept verbatim
+        assert got[answers["chatter"]][0].response == answers["chatter"]
+        # every node is a commit whose git parent is its parent's commit (check() verified it)
+
+    # invalid nodes are never parents: only the seed and the admitted grid appear as parents
+    parents = {n.parent_id for n in nodes if n.parent_id is not None}
+    assert parents <= {0, good.id}
+    # every call got its own sampling seed, temperatures vary within [0.5, 1.0]
+    seeds = [r["seed"] for r in requests]
+    assert len(set(seeds)) == len(seeds)
+    assert all(0.5 <= r["temperature"] <= 1.0 for r in requests)
+    # private metrics never reach a prompt; the API key never reaches the archive
+    for r in requests:
+        text = json.dumps(r["messages"])
+        assert "max_violation" not in text
+    db = (tmp_path / "run" / "archive.db").read_bytes()
+    assert b"sk-test-secret-123" not in db
+
+
+def test_unchanged_proposal_is_invalid_without_evaluation(tmp_path):
+    def echo_parent(request):  # answers with exactly the code shown in the prompt
+        prompt = request["messages"][-1]["content"]
+        code = prompt.split("```python\n", 1)[1].split("\n```", 1)[0]
+        return Reply(rewrite(code + "\n"))
+
+    with ScriptedFMServer([], responder=echo_parent) as srv:
+        run_campaign(tmp_path, srv, iterations=2)
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        children = archive.nodes()[1:]
+        assert [n.status for n in children] == [NodeStatus.INVALID] * 2
+        assert all("identical to the parent" in n.error and n.stages == [] for n in children)
+        assert archive.check() == []
+
+
+def test_failures_are_fed_back_to_the_same_lineage(tmp_path):
+    script = [Reply(rewrite(CRASH)), Reply(rewrite(OVERLAP))]
+    # later answers come slowly, so the two failures have been evaluated when the last prompts are built
+    with ScriptedFMServer(script, default=Delay(0.7, Reply("no idea"))) as srv:
+        run_campaign(tmp_path, srv, iterations=6, operators="{ rewrite = 1.0 }\nfailures_shown = 3",
+                     extra="[selection]\nmethod = \"best\"\n")
+        prompts = [r["messages"][-1]["content"] for r in srv.requests]
+    last = prompts[-1]
+    assert "FAILED" in last
+    assert "boom in candidate" in last
+    assert "overlap" in last
+    assert last.count("no code block found") == 1  # the same error is shown once
+    # static part first: every prompt starts with the same task text
+    assert all(p.startswith("## Task\nPack 26 circles") for p in prompts)
+
+
+def test_fm_timeouts_errors_and_garbage_become_failed_nodes(tmp_path):
+    script = [
+        Delay(5, then=Reply(rewrite(GRID))),
+        Status(500, {"error": "overloaded"}),
+        Garbage(b"{not json"),
+        Reply(rewrite(GRID)),
+    ]
+    with ScriptedFMServer(script, default=Reply(rewrite(GRID))) as srv:
+        stats = run_campaign(tmp_path, srv, iterations=4, timeout_s=1, workers=1)
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        assert archive.check() == []
+        children = [n for n in archive.nodes() if n.id != 0]
+    kinds = sorted(n.error.split("(")[1].split(")")[0] for n in children if n.status == NodeStatus.FAILED)
+    assert kinds == ["garbage", "http", "timeout"]
+    assert sum(n.status == NodeStatus.ADMITTED for n in children) == 1
+    assert stats.started == 4
+
+
+def test_budget_stops_new_proposals_and_says_why(tmp_path):
+    with ScriptedFMServer([], default=Reply(rewrite(GRID), prompt_tokens=10, completion_tokens=10)) as srv:
+        stats = run_campaign(tmp_path, srv, iterations=10, extra="[budget]\nmax_fm_calls = 3\n")
+        calls = len(srv.requests)
+    assert "max_fm_calls = 3" in stats.stop_reason
+    assert calls == 3
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        assert archive.count() == 4
+
+
+def test_resume_continues_to_the_target_without_duplicates(tmp_path):
+    with ScriptedFMServer([], default=Reply(rewrite(GRID))) as srv:
+        run_campaign(tmp_path, srv, iterations=3)
+        stats = run_campaign(tmp_path, srv, iterations=5)
+        assert len(srv.requests) == 5
+    assert stats.started == 5
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        nodes = archive.nodes()
+        assert [n.id for n in nodes] == [0, 1, 2, 3, 4, 5]
+        assert sum(n.parent_id is None for n in nodes) == 1  # the seed is not re-added
+        assert archive.check() == []
+
+
+def test_invalid_seed_stops_the_campaign_with_the_reason(tmp_path):
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "agent.toml").write_text('[agent]\nentry = "packing.py"\neditable = ["packing.py"]\n')
+    (seed / "packing.py").write_text(CRASH)
+    with ScriptedFMServer([], default=Reply("x")) as srv:
+        cfg_path = write_config(tmp_path, srv.base_url, iterations=2)
+        cfg_path.write_text(cfg_path.read_text().replace('name = "test"', 'name = "test"\nseed_agent = "seed"'))
+        cfg = load_config(cfg_path)
+        with FMClient.from_config(cfg.fm) as fm, pytest.raises(CampaignError, match="(?s)seed agent is invalid.*boom in candidate"):
+            Campaign(cfg, tmp_path / "run", fm).run()
+        assert srv.requests == []
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        assert archive.get(0).status == NodeStatus.INVALID  # recorded, not lost
