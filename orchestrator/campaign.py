@@ -100,8 +100,8 @@ class Campaign:
             self.rng = random.Random(f"{self.cfg.campaign.random_seed}-{len(self.nodes)}")
             self.prior_wall_s = float(self.archive.get_meta("wall_s", "0") or 0)
             self._t0 = t0
-            self._ensure_seed()
             self.stats.target = target
+            self._ensure_seed()
             proposing: dict[Future, tuple[int, str, ProposalContext, float]] = {}
             evaluating: dict[Future, tuple[int, float]] = {}
             with ThreadPoolExecutor(self.cfg.fm.concurrency, thread_name_prefix="dgm-fm") as fm_pool:

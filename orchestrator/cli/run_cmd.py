@@ -25,10 +25,12 @@ def run(campaign_file: Path, iterations: int | None, run_dir: Path | None, live:
     from orchestrator.fm.providers import open_fm
 
     cfg = load_config(campaign_file)
-    run_dir = run_dir or default_run_dir(campaign_file)
+    run_dir = (run_dir or default_run_dir(campaign_file)).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
     with Progress(live=live) as progress:
         progress.console.print(f"dgm: campaign {cfg.campaign.name!r} → {run_dir} (FM: {cfg.fm.provider} {cfg.fm.model})")
-        with open_fm(cfg.fm) as fm:
+        with open_fm(cfg.fm, log=lambda msg: progress.console.print(f"dgm: {msg}", highlight=False),
+                     server_log_path=run_dir / "fm-server.log") as fm:
             stats = Campaign(cfg, run_dir, fm, on_update=progress.update).run(iterations)
     click.echo(f"stopped: {stats.stop_reason}")
     c = stats.counts

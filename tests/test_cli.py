@@ -1,0 +1,117 @@
+"""The dgm command line, end to end: init → run (over real HTTP to a scripted server) → inspect,
+and kill -9 in mid-campaign followed by a resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from archive import Archive, NodeStatus
+from tests.campaign_helpers import GRID, rewrite, write_config
+from tests.fm_server import Delay, Reply, ScriptedFMServer
+
+DGM = [sys.executable, "-m", "orchestrator.cli"]
+
+
+def dgm(*args, check=True, env=None, timeout=120):
+    proc = subprocess.run([*DGM, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dgm {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def env(monkeypatch):
+    return {**os.environ, "DGM_TEST_KEY": "sk-test"}
+
+
+def test_init_run_and_inspect(tmp_path, env):
+    out = dgm("init", tmp_path / "camp", "--template", "circle_packing", env=env)
+    assert "campaign.toml" in out.stdout
+    assert (tmp_path / "camp" / "seed" / "packing.py").is_file()
+    # point the generated config's FM at the scripted server (a real user would use provider = "openai")
+    with ScriptedFMServer([], default=Reply(rewrite(GRID, "Use a 5x5 grid."), prompt_tokens=50, completion_tokens=20)) as srv:
+        cfg = write_config(tmp_path / "camp", srv.base_url, iterations=3)
+        res = dgm("run", cfg, "--no-live", env=env)
+    assert "reached 3 iterations" in res.stdout
+    run_dir = tmp_path / "camp" / "run"  # default: run/ beside the campaign file
+
+    status = json.loads(dgm("status", run_dir, "--json").stdout)
+    assert status["iterations"] == 3 and status["counts"]["admitted"] == 4
+    assert status["best"]["score"] == pytest.approx(2.54 / 2.635)
+    assert status["tokens"] == 3 * 70
+
+    nodes = json.loads(dgm("archive", "list", run_dir, "--json").stdout)
+    assert [n["id"] for n in nodes] == [0, 1, 2, 3]
+    assert {"id", "parent_id", "status", "stages", "public_metrics", "private_metrics", "score", "commit",
+            "fm_model", "prompt_tokens", "completion_tokens", "cost_usd", "timings", "error"} <= set(nodes[1])
+    shown = json.loads(dgm("archive", "show", run_dir, "1", "--json").stdout)
+    assert "Use a 5x5 grid." in shown["response"] and "## Task" in shown["prompt"]
+
+    lineage = json.loads(dgm("archive", "lineage", run_dir, "best", "--json").stdout)
+    assert lineage[0]["id"] == 0 and lineage[-1]["score"] == pytest.approx(2.54 / 2.635)
+    diff = dgm("archive", "diff", run_dir, "1").stdout
+    assert "+    xs = (np.arange(5) + 0.5) / 5" in diff
+    dot = dgm("archive", "export", run_dir, "--format", "dot").stdout
+    assert dot.startswith("digraph") and "n0 -> n1;" in dot
+    exported = json.loads(dgm("archive", "export", run_dir, "--format", "json").stdout)
+    assert len(exported["nodes"]) == 4
+    assert "ok: 4 nodes" in dgm("archive", "check", run_dir).stdout
+
+
+def test_clear_errors_not_tracebacks(tmp_path, env):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[evaluator]\nname = "circle_packing"\n[fm]\ntimeout_s = -3\n')
+    res = dgm("run", bad, check=False, env=env)
+    assert res.returncode == 2
+    assert f"{bad}: [fm].timeout_s = -3" in res.stderr and "Traceback" not in res.stderr
+    res = dgm("status", tmp_path, check=False)
+    assert res.returncode == 2 and "is not a dgm run directory" in res.stderr
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[evaluator]\nname = "nope"\n')
+    res = dgm("run", cfg, check=False, env=env)
+    assert res.returncode == 2 and "no evaluator named 'nope'" in res.stderr
+
+
+def test_kill_9_mid_campaign_then_resume(tmp_path, env):
+    # slow answers keep several attempts in flight when the campaign is killed
+    with ScriptedFMServer([], default=Delay(0.4, Reply(rewrite(GRID)))) as srv:
+        cfg = write_config(tmp_path, srv.base_url, iterations=12)
+        proc = subprocess.Popen([*DGM, "run", str(cfg), "--no-live"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        run_dir = tmp_path / "run"
+        deadline = time.time() + 60
+        while time.time() < deadline:  # wait until a few children are recorded
+            try:
+                with Archive.open(run_dir, readonly=True) as a:
+                    if a.count() >= 5:
+                        break
+            except Exception:
+                pass
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with Archive.open(run_dir, readonly=True) as a:
+            before = {n.id: n for n in a.nodes()}
+        admitted_before = {i for i, n in before.items() if n.status == NodeStatus.ADMITTED}
+        assert 5 <= len(before) < 13
+
+        res = dgm("run", cfg, "--no-live", env=env)
+        assert "reached 12 iterations" in res.stdout
+
+    assert "ok: 13 nodes" in dgm("archive", "check", run_dir).stdout
+    with Archive.open(run_dir, readonly=True) as a:
+        after = {n.id: n for n in a.nodes()}
+    assert sorted(after) == list(range(13))  # 12 children + seed: nothing duplicated, nothing miscounted
+    assert sum(n.parent_id is None for n in after.values()) == 1
+    assert admitted_before <= {i for i, n in after.items() if n.status == NodeStatus.ADMITTED}
+    assert all(n.status.finished for n in after.values())  # in-flight nodes were re-evaluated
+    for i, n in before.items():
+        assert after[i].commit == n.commit
