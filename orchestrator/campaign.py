@@ -25,7 +25,7 @@ from orchestrator.budget import Usage, exhausted
 from orchestrator.config import CampaignConfig
 from orchestrator.executor import EvalJob, Executor, LocalExecutor, SandboxSpec
 from orchestrator.mutation.operators import BUILTIN as BUILTIN_OPERATORS
-from orchestrator.mutation.operators import Operator, Proposal, Sampling, summarise
+from orchestrator.mutation.operators import Operator, Sampling, summarise
 from orchestrator.mutation.prompts import Exemplar, ProposalContext
 from orchestrator.plugins import resolve as resolve_plugin
 
@@ -212,7 +212,7 @@ class Campaign:
         ctx = self._context(parent)
         sampling = Sampling(self.cfg.fm.sample_temperature(self.rng), self.rng.randrange(2**31), self.cfg.fm.max_tokens)
         self.stats.started += 1
-        fut = pool.submit(self.operators[name].propose, ctx, self.fm, sampling)
+        fut = pool.submit(_timed, self.operators[name].propose, ctx, self.fm, sampling)
         return fut, (parent.id, name, ctx, time.perf_counter() - t0)
 
     def _select_parent(self) -> Node:
@@ -255,7 +255,7 @@ class Campaign:
         """Write the attempt as a node; return its id when it should be evaluated."""
         t0 = time.perf_counter()
         try:
-            proposal: Proposal = fut.result()
+            proposal, propose_s = fut.result()
         except Exception as e:  # FMError, or a bug in an operator: the campaign goes on
             kind = getattr(e, "kind", type(e).__name__)
             detail = str(e) if hasattr(e, "kind") else traceback.format_exc(limit=-3)
@@ -273,7 +273,7 @@ class Campaign:
             response=proposal.response, prompt_tokens=getattr(c, "prompt_tokens", 0),
             completion_tokens=getattr(c, "completion_tokens", 0), cost_usd=getattr(c, "cost_usd", 0.0),
         )
-        timings = {"select_s": select_s, "fm_s": getattr(c, "latency_s", 0.0)}
+        timings = {"select_s": select_s, "propose_s": propose_s, "fm_s": getattr(c, "latency_s", 0.0)}
         if not proposal.valid:
             node = self.archive.add_node(
                 parent_id=parent_id, status=NodeStatus.INVALID, message=f"invalid {op} proposal: {proposal.error}",
@@ -377,6 +377,12 @@ class Campaign:
     def _save_wall(self) -> None:
         if self.archive is not None and not self.archive.readonly and hasattr(self, "_t0"):
             self.archive.set_meta("wall_s", repr(self.prior_wall_s + time.monotonic() - self._t0))
+
+
+def _timed(fn: Callable, *args) -> tuple[Any, float]:
+    """Run ``fn`` and also return how long it took (prompt building + FM call + parsing)."""
+    t0 = time.perf_counter()
+    return fn(*args), time.perf_counter() - t0
 
 
 def _first_line(text: str) -> str:
