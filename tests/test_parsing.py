@@ -68,3 +68,13 @@ def test_check_python():
 def test_summarise_skips_code():
     assert summarise("```python\nx=1\n```\nUse a hexagonal grid.") == "Use a hexagonal grid."
     assert summarise("<<<<<<< SEARCH\na\n=======\nb\n>>>>>>> REPLACE") == "(no description)"
+
+
+def test_diff_operator_accepts_a_whole_file_but_not_a_fragment():
+    from orchestrator.mutation.operators import DiffOperator
+
+    op = DiffOperator()
+    whole = "Rewrote it.\n```python\ndef f(x):\n    return 2 * x\n\n\ndef g():\n    return 3\n```"
+    assert "return 3" in op.apply(SRC, whole)
+    with pytest.raises(ProposalInvalid, match=r"lacks \['g'\]"):
+        op.apply(SRC, "```python\ndef f(x):\n    return 2 * x\n```")

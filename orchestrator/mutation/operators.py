@@ -8,6 +8,7 @@ inside a sandbox) implements the same method, so the loop does not care who wrot
 from __future__ import annotations
 
 import abc
+import ast
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -81,7 +82,19 @@ class DiffOperator(FMOperator):
     instructions = DIFF_INSTRUCTIONS
 
     def apply(self, old: str, answer: str) -> str:
-        return apply_edits(old, parse_diff(answer))
+        try:
+            edits = parse_diff(answer)
+        except ProposalInvalid:
+            # models asked for a diff often answer with the whole file: accept it when it keeps
+            # every top-level function of the original (a fragment would not)
+            new = parse_rewrite(answer)
+            missing = top_level_names(old) - top_level_names(new)
+            if missing:
+                raise ProposalInvalid(
+                    f"no SEARCH/REPLACE block, and the code block lacks {sorted(missing)} so it is not a whole file"
+                ) from None
+            return new
+        return apply_edits(old, edits)
 
 
 class RewriteOperator(FMOperator):
@@ -93,6 +106,15 @@ class RewriteOperator(FMOperator):
 
 
 BUILTIN: dict[str, type[Operator]] = {"diff": DiffOperator, "rewrite": RewriteOperator}
+
+
+def top_level_names(source: str) -> set[str]:
+    """Names of top-level functions and classes (empty if the source does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return set()
+    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
 
 
 def summarise(answer: str, limit: int = 120) -> str:

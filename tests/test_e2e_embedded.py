@@ -1,0 +1,35 @@
+"""End to end with the real embedded model (xllamacpp serving Qwen2.5-Coder-1.5B over HTTP):
+a real campaign of 3 iterations. Slow (a few minutes on 2 cores); part of `make test`."""
+
+from __future__ import annotations
+
+import pytest
+
+from archive import Archive, NodeStatus
+from orchestrator.campaign import Campaign
+from orchestrator.cli.init_cmd import write_campaign
+from orchestrator.config import load_config
+from orchestrator.fm.providers import open_fm
+
+pytestmark = pytest.mark.slow
+
+
+def test_three_iterations_on_the_embedded_model(tmp_path):
+    cfg = load_config(write_campaign(tmp_path / "camp", "circle_packing"))
+    cfg.fm.max_tokens = 700  # keep the test short; the demo uses the default
+    with open_fm(cfg.fm) as fm:
+        stats = Campaign(cfg, tmp_path / "camp" / "run", fm).run(3)
+    assert stats.started == 3 and "reached 3 iterations" in stats.stop_reason
+    with Archive.open(tmp_path / "camp" / "run", readonly=True) as archive:
+        assert archive.check() == []
+        children = archive.nodes()[1:]
+    assert len(children) == 3
+    for node in children:
+        assert node.status.finished
+        assert node.fm_model  # the real model answered (or the failure is recorded)
+        if node.status != NodeStatus.FAILED:
+            assert node.response and node.completion_tokens > 0 and node.prompt_tokens > 100
+        if node.status in (NodeStatus.INVALID, NodeStatus.REJECTED, NodeStatus.FAILED):
+            assert node.error  # every failure carries its reason in words
+    # each call used its own sampling seed: the three answers are not all the same
+    assert len({n.response for n in children}) > 1
