@@ -57,7 +57,7 @@ def test_campaign_records_every_kind_of_child(tmp_path):
         nodes = archive.nodes()
         assert len(nodes) == len(answers) + 1
         seed = archive.get(0)
-        assert seed.status == NodeStatus.ADMITTED and seed.score == pytest.approx(1.7367923948904918 / 2.635)
+        assert seed.status == NodeStatus.ADMITTED and seed.score == pytest.approx(1.8365015544609251 / 2.635)
         got = by_response(archive)
         status = {k: got[a][0].status for k, a in answers.items()}
         error = {k: got[a][0].error for k, a in answers.items()}

@@ -13,7 +13,7 @@ from evaluators.circle_packing.evaluator import HERE as CP_DIR
 from evaluators.pipeline import evaluate
 from sandboxes.factory import make_sandbox
 
-SEED_SUM = 1.7367923948904918
+SEED_SUM = 1.8365015544609251
 SEED_IMPORT = "import numpy as np\nimport importlib.util, sys, os\n"
 
 

@@ -11,7 +11,7 @@ def construct_packing():
     # an inner ring of 8 circles and an outer ring of 17 around the centre
     for i in range(8):
         angle = 2 * np.pi * i / 8
-        centers[1 + i] = [0.5 + 0.25 * np.cos(angle), 0.5 + 0.25 * np.sin(angle)]
+        centers[1 + i] = [0.5 + 0.3 * np.cos(angle), 0.5 + 0.3 * np.sin(angle)]
     for i in range(17):
         angle = 2 * np.pi * i / 17
         centers[9 + i] = [0.5 + 0.45 * np.cos(angle), 0.5 + 0.45 * np.sin(angle)]
