@@ -8,8 +8,8 @@ proxy socket into its sandbox; the agent speaks the OpenAI protocol to it
   does the retries), tagged with the node id this socket serves;
 - charges calls, tokens and cost to a ``Budget`` (shareable between proxies) and answers
   HTTP 429 with a JSON error once the budget is spent;
-- caps ``max_tokens``, draws a fresh seed when the agent gives none, ignores the agent's
-  ``model`` and ``Authorization``, and never sees or returns the key.
+- caps ``max_tokens`` and the requests in flight, draws a fresh seed when the agent gives none,
+  ignores the agent's ``model`` and ``Authorization``, and never sees or returns the key.
 
     budget = Budget(limit_calls=20, limit_tokens=50_000)
     with FMProxy(fm_client, run_dir / "fm.sock", node_id="n42", budget=budget) as proxy:
@@ -107,6 +107,7 @@ class FMProxy:
         budget: Budget | None = None,
         max_tokens_cap: int = 1200,
         default_temperature: float = 0.7,
+        max_in_flight: int = 2,
         socket_mode: int = 0o666,
         rng: random.Random | None = None,
     ) -> None:
@@ -118,6 +119,7 @@ class FMProxy:
         self.default_temperature = default_temperature
         self.socket_mode = socket_mode  # the sandbox may run as another uid
         self._rng = rng or random.Random()
+        self._in_flight = threading.BoundedSemaphore(max_in_flight)  # more requests wait their turn
         self._lock = threading.Lock()
         self._totals = UsageTotals()
         self._refused = 0
@@ -198,13 +200,19 @@ class FMProxy:
             return 429, _error(reason, "budget_exhausted", code="budget_exhausted")
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
         try:
-            c = self.client.complete(msgs, node_tag=self.node_id, **params)
+            with self._in_flight:
+                c = self.client.complete(msgs, node_tag=self.node_id, **params)
         except FMError as e:
             with self._lock:
                 self._totals._add_failure(e.attempts)
             status = e.status if e.kind == "http" and e.status in (400, 413, 422) else (
                 504 if e.kind == "timeout" else 502)
             return status, _error(e.message, f"fm_{e.kind}")
+        except Exception as e:  # a bug here must still answer the agent, not drop the connection
+            log.exception("node %s: FM proxy failed", self.node_id)
+            with self._lock:
+                self._totals._add_failure(0)
+            return 500, _error(f"internal FM proxy error: {type(e).__name__}", "proxy_error")
         self.budget.charge(tokens=c.prompt_tokens + c.completion_tokens, usd=c.cost_usd)
         with self._lock:
             self._totals._add_success(c)

@@ -1,0 +1,69 @@
+"""The docker backend for real: dockerd is started by a fixture when it is installed but not
+running (as on CI), and the image is built once and then reused by tag. Few tests on purpose:
+the probe suite covers most of the containment in one go."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+from sandboxes.base import Limits, python_ro_paths
+from sandboxes.docker_backend import IMAGE, LABEL, DockerSandbox, daemon_reachable, ensure_dockerd
+from sandboxes.probes import run_probes
+
+pytestmark = pytest.mark.skipif(
+    not (daemon_reachable() or (os.geteuid() == 0 and shutil.which("dockerd", path="/usr/sbin:/usr/bin"))),
+    reason="docker is not installed: apt-get install -y docker.io (tests start dockerd themselves)",
+)
+
+
+@pytest.fixture(scope="session")
+def docker_sb():
+    client = ensure_dockerd()
+    sb = DockerSandbox(client=client, image=IMAGE)  # builds the image once; reused by tag afterwards
+    yield sb
+    sb.close()
+
+
+def test_docker_run_contains_and_passes_exit_code(docker_sb, tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_TEST_API_KEY", "sk-docker-canary")
+    code = """
+import os, socket
+res = {"uid": os.getuid(), "env": "sk-docker-canary" in str(os.environ), "mine": os.environ.get("MINE")}
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=2); res["net"] = "open"
+except OSError as e:
+    res["net"] = e.errno
+for p in ("/etc/x", "/usr/x", "/x"):
+    try:
+        open(p, "w"); res[p] = "WROTE"
+    except OSError as e:
+        res[p] = e.errno
+open("/tmp/t", "w").write("tmpfs ok")
+open("result.txt", "w").write("persisted")
+print(res)
+raise SystemExit(3)
+"""
+    r = docker_sb.run([sys.executable, "-I", "-S", "-c", code], tmp_path, Limits(wall_s=60),
+                      env={"MINE": "1"}, ro_paths=python_ro_paths())
+    assert r.returncode == 3 and r.limit_hit is None, r
+    res = eval(r.stdout)
+    assert res["uid"] == 65534 and res["env"] is False and res["mine"] == "1"
+    assert res["net"] == 101  # ENETUNREACH: network_mode=none
+    assert all(res[p] == 30 for p in ("/etc/x", "/usr/x", "/x")), res  # EROFS: read-only root
+    assert (tmp_path / "result.txt").read_text() == "persisted"
+
+
+def test_docker_timeout_kills_and_removes_the_container(docker_sb, tmp_path):
+    r = docker_sb.run(["sh", "-c", "setsid sleep 60 & sleep 60"], tmp_path, Limits(wall_s=1))
+    assert r.limit_hit == "timeout", r
+    left = docker_sb.client.containers.list(all=True, filters={"label": f"{LABEL}={docker_sb.instance}"})
+    assert left == []
+
+
+def test_docker_probe_suite(docker_sb):
+    escaped = {r.name: r.detail for r in run_probes(docker_sb) if not r.contained}
+    assert not escaped

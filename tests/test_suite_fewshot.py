@@ -1,0 +1,168 @@
+"""The few-shot suite: task sampling and score with exact values, MAML against no adaptation, and
+the cheats and faults an inner loop can commit, driven through the real pipeline and sandbox."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluators import registry
+from evaluators.fewshot import FewShotEvaluator, score_from
+from evaluators.fewshot.tasks import SHIFTED, TRAIN, TaskDistribution, query_mse, sample_eval_set
+from evaluators.pipeline import evaluate
+from sandboxes.factory import make_sandbox
+
+HERE = Path(__file__).resolve().parents[1] / "evaluators" / "fewshot"
+MAML, UNTRAINED = HERE / "seed", HERE / "reference" / "untrained"
+MAML_CODE = (MAML / "inner_loop.py").read_text()
+
+
+# -- pure parts ------------------------------------------------------------------------------------
+def test_score_and_query_mse_exact_values():
+    assert score_from({1: 2.0, 5: 1.0, 10: 0.0}, 4.0) == pytest.approx(0.75)
+    assert score_from({1: 9.0, 5: 9.0, 10: 9.0}, 4.0) == 0.0  # worse than predicting 0: clipped
+    preds = np.array([[[1.0, 2.0]], [[0.0, 0.0]]])  # 2 seeds, 1 task, 2 query points
+    assert query_mse(preds, np.array([[1.0, 0.0]])).tolist() == [2.0, 0.5]
+
+
+def test_eval_sets_follow_their_distribution_and_seed():
+    s = sample_eval_set(TRAIN, 200, 10, 50, 0)
+    assert s.support_x.shape == (200, 10, 1) and s.query_x.shape == (200, 50, 1) and s.query_y.shape == (200, 50)
+    assert s.support_x.min() >= -5 and s.support_x.max() <= 5
+    assert np.abs(s.query_y).max() <= 5.0
+    assert np.array_equal(sample_eval_set(TRAIN, 5, 10, 50, 0).support_y, sample_eval_set(TRAIN, 5, 10, 50, 0).support_y)
+    shifted = sample_eval_set(SHIFTED, 200, 10, 50, 0)
+    assert np.abs(shifted.query_y).max() > 5.0  # amplitudes 5-7 lie outside the training range
+    one = sample_eval_set(TaskDistribution((2.0, 2.0), (0.0, 0.0), (math.pi / 2, math.pi / 2)), 1, 1, 1, 0)
+    assert one.query_y[0, 0] == pytest.approx(2.0)  # 2 sin(pi/2 - 0)
+
+
+def test_options_are_checked_and_the_entry_point_loads():
+    assert registry.load_class("fewshot") is FewShotEvaluator
+    with pytest.raises(ValueError, match="seeds"):
+        FewShotEvaluator(seeds=1)
+    with pytest.raises(ValueError, match="unknown option"):
+        FewShotEvaluator(inner_lr=0.1)
+
+
+# -- through the sandbox ---------------------------------------------------------------------------
+def evaluator(stage="smoke", **plan) -> FewShotEvaluator:
+    ev = FewShotEvaluator()
+    ev.plan[stage] = {"seeds": 1, "meta_iterations": 20, "tasks": 20, "hidden_tasks": 0, **plan}
+    return ev
+
+
+def run(ev, agent_dir, stage="smoke", seed=3):
+    return evaluate(ev, agent_dir, make_sandbox("auto"), seed=seed, stages=[stage])
+
+
+def make_agent(tmp_path: Path, code: str) -> Path:
+    d = tmp_path / "agent"
+    d.mkdir()
+    (d / "agent.toml").write_text('[agent]\nentry = "inner_loop.py"\neditable = ["inner_loop.py"]\n')
+    (d / "inner_loop.py").write_text(textwrap.dedent(code))
+    return d
+
+
+def test_maml_beats_no_adaptation_by_far():
+    ev = evaluator("small", seeds=2, meta_iterations=600, tasks=100, hidden_tasks=50)
+    maml, flat = run(ev, MAML, "small"), run(ev, UNTRAINED, "small")
+    assert maml.stages[0].valid and flat.stages[0].valid, (maml.error, flat.error)
+    m, f = maml.public_metrics, flat.public_metrics
+    assert m["mse_10"] < 0.6 * f["mse_10"] and m["mse_1"] < f["mse_1"]
+    assert m["mse_10"] < m["mse_1"] < m["mse_0"]  # more steps help MAML
+    assert f["mse_0"] == f["mse_1"] == f["mse_10"]  # no adaptation: steps change nothing
+    assert maml.score > flat.score + 0.2
+    assert m["mse_10_std"] > 0  # two seeds, two different meta-learners
+    assert set(maml.private_metrics) == {"hidden_mse_1", "hidden_mse_5", "hidden_mse_10", "hidden_score"}
+    assert not any(k.startswith("hidden") for k in m) and "hidden" not in maml.feedback
+
+
+def test_learned_step_sizes_through_init_params(tmp_path):
+    # Meta-SGD: extra meta-parameters created by init_params are trained by the outer loop
+    code = '''
+    import torch
+    from torch.func import grad
+
+    def init_params(params):
+        return {**params, **{"lr_" + k: torch.full_like(v, 0.01) for k, v in params.items()}}
+
+    def adapt(params, support_x, support_y, loss_fn, steps):
+        net = {k: v for k, v in params.items() if not k.startswith("lr_")}
+        for _ in range(steps):
+            g = grad(loss_fn)(net, support_x, support_y)
+            net = {k: v - params["lr_" + k] * g[k] for k, v in net.items()}
+        return net
+    '''
+    res = run(evaluator(), make_agent(tmp_path, code))
+    assert res.first_stage_complete, res.error
+
+
+def test_query_targets_are_not_in_the_work_directory(tmp_path):
+    code = MAML_CODE + '''
+
+import os
+import numpy as np
+
+def init_params(params):
+    found, checked = [], []
+    for dirpath, dirs, files in os.walk(os.path.dirname(os.getcwd())):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            checked.append(name)
+            if name.endswith(".npz"):
+                with np.load(path) as z:
+                    found += [k for k in z.files if "query_y" in k or "target" in k or k.endswith("_y") and "support" not in k]
+            if any(s in name for s in ("target", "label", "query_y", "hidden")):
+                found.append(path)
+    raise RuntimeError(f"SNOOP checked={sorted(checked)} found={found}")
+'''
+    res = run(evaluator(), make_agent(tmp_path, code))
+    assert "RuntimeError: SNOOP" in res.error, res.error
+    report = res.error[res.error.index("RuntimeError: SNOOP"):].splitlines()[0]
+    assert "found=[]" in report and "'inner_loop.py'" in report, report
+    assert "_dgm_data.npz" not in report  # deleted by the harness before the candidate is imported
+
+
+def test_extra_inner_steps_break_the_budget(tmp_path):
+    code = MAML_CODE.replace("for _ in range(steps):", "for _ in range(2 * steps):")
+    res = run(evaluator(), make_agent(tmp_path, code))
+    assert not res.first_stage_complete
+    assert "inner-step budget exceeded: adapt called loss_fn 2 times with steps=1" in res.error, res.error
+
+
+def test_meta_parameter_budget(tmp_path):
+    code = MAML_CODE + '''
+
+import torch
+
+def init_params(params):
+    return {**params, "memory": torch.zeros(100_000)}
+'''
+    res = run(evaluator(), make_agent(tmp_path, code))
+    assert not res.first_stage_complete and "meta-parameter budget exceeded" in res.error, res.error
+
+
+def test_nan_predictions_are_invalid(tmp_path):
+    code = MAML_CODE.replace("return params", "return {k: v * float('nan') for k, v in params.items()}")
+    res = run(evaluator(), make_agent(tmp_path, code))
+    assert not res.first_stage_complete and "non-finite query predictions" in res.error, res.error
+
+
+def test_a_non_vmappable_inner_loop_is_invalid_with_the_reason(tmp_path):
+    code = MAML_CODE.replace("for _ in range(steps):", "for _ in range(steps if float(support_y.mean().item()) < 99 else 0):")
+    res = run(evaluator(), make_agent(tmp_path, code))
+    assert not res.first_stage_complete and "exit code 1" in res.error
+    assert "inner_loop.py" in res.error and "item" in res.error, res.error
+    assert "adapt runs under torch.func.vmap" in res.error  # a hint the model can act on
+
+
+def test_a_crash_reports_the_traceback_tail(tmp_path):
+    code = MAML_CODE.replace("return params", "raise KeyError('marker-5678')")
+    res = run(evaluator(), make_agent(tmp_path, code))
+    assert not res.first_stage_complete
+    assert "KeyError: 'marker-5678'" in res.error and "in adapt" in res.error, res.error
