@@ -88,55 +88,61 @@ class Campaign:
         self.nodes: dict[int, Node] = {}  # cache of every row; the main thread is the only writer
         self._files: dict[int, dict[str, bytes]] = {}
         self.archive: Archive | None = None
+        self.prior_wall_s = 0.0  # wall-clock of earlier runs of this campaign (resumes)
+        self._t0 = time.monotonic()
 
     # ---- the loop ---------------------------------------------------------------------
 
     def run(self, iterations: int | None = None) -> Stats:
+        """Run (or resume) until ``iterations`` child attempts exist or a budget runs out."""
         target = self.cfg.campaign.iterations if iterations is None else iterations
-        t0 = time.monotonic()
+        self._t0 = time.monotonic()
         self.archive = self._open_archive()
+        interrupted = False
         try:
             self.nodes = {n.id: n for n in self.archive.nodes()}
             self.rng = random.Random(f"{self.cfg.campaign.random_seed}-{len(self.nodes)}")
             self.prior_wall_s = float(self.archive.get_meta("wall_s", "0") or 0)
-            self._t0 = t0
             self.stats.target = target
             self._ensure_seed()
-            proposing: dict[Future, tuple[int, str, ProposalContext, float]] = {}
-            evaluating: dict[Future, tuple[int, float]] = {}
-            with ThreadPoolExecutor(self.cfg.fm.concurrency, thread_name_prefix="dgm-fm") as fm_pool:
-                for node_id in self._recover():
-                    evaluating[self._submit_eval(node_id)] = (node_id, time.monotonic())
-                try:
-                    while True:
-                        self._refresh(proposing, evaluating)
-                        while self._may_propose(proposing, evaluating, target):
-                            fut, meta = self._submit_proposal(fm_pool)
-                            proposing[fut] = meta
-                        self._refresh(proposing, evaluating)
-                        if not proposing and not evaluating:
-                            break
-                        done, _ = wait([*proposing, *evaluating], return_when=FIRST_COMPLETED)
-                        for fut in done:
-                            if fut in proposing:
-                                node_id = self._record_proposal(fut, *proposing.pop(fut))
-                                if node_id is not None:
-                                    evaluating[self._submit_eval(node_id)] = (node_id, time.monotonic())
-                            else:
-                                self._record_evaluation(fut, *evaluating.pop(fut))
-                except KeyboardInterrupt:
-                    self.stats.stop_reason = "interrupted: nodes in flight are re-evaluated on resume"
-                    for fut in proposing:
-                        fut.cancel()
-                    raise
-            if not self.stats.stop_reason:
-                self.stats.stop_reason = f"reached {target} iterations"
+            self._loop(target)
+            self.stats.stop_reason = self.stats.stop_reason or f"reached {target} iterations"
             self._refresh({}, {})
             return self.stats
+        except KeyboardInterrupt:
+            interrupted = True
+            self.stats.stop_reason = "interrupted: nodes in flight are re-evaluated on resume"
+            raise
         finally:
-            self.executor.shutdown()
+            # on Ctrl-C do not wait for in-flight work: a resume re-evaluates it
+            self.executor.shutdown(wait=not interrupted)
             self._save_wall()
             self.archive.close()
+
+    def _loop(self, target: int) -> None:
+        proposing: dict[Future, tuple[int, str, ProposalContext, float]] = {}
+        evaluating: dict[Future, tuple[int, float]] = {}
+        fm_pool = ThreadPoolExecutor(self.cfg.fm.concurrency, thread_name_prefix="dgm-fm")
+        try:
+            for node_id in self._recover():
+                evaluating[self._submit_eval(node_id)] = (node_id, time.monotonic())
+            while True:
+                self._refresh(proposing, evaluating)
+                while self._may_propose(proposing, evaluating, target):
+                    fut, meta = self._submit_proposal(fm_pool)
+                    proposing[fut] = meta
+                if not proposing and not evaluating:
+                    return
+                done, _ = wait([*proposing, *evaluating], return_when=FIRST_COMPLETED)
+                for fut in done:
+                    if fut in proposing:
+                        node_id = self._record_proposal(fut, *proposing.pop(fut))
+                        if node_id is not None:
+                            evaluating[self._submit_eval(node_id)] = (node_id, time.monotonic())
+                    else:
+                        self._record_evaluation(fut, *evaluating.pop(fut))
+        finally:
+            fm_pool.shutdown(wait=not proposing, cancel_futures=True)
 
     def _may_propose(self, proposing: dict, evaluating: dict, target: int) -> bool:
         if self.stats.stop_reason:
@@ -375,7 +381,7 @@ class Campaign:
         self.on_update(self.stats)
 
     def _save_wall(self) -> None:
-        if self.archive is not None and not self.archive.readonly and hasattr(self, "_t0"):
+        if self.archive is not None and not self.archive.readonly:
             self.archive.set_meta("wall_s", repr(self.prior_wall_s + time.monotonic() - self._t0))
 
 

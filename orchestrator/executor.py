@@ -83,7 +83,8 @@ class Executor(abc.ABC):
     def submit(self, job: EvalJob) -> Future: ...
 
     @abc.abstractmethod
-    def shutdown(self) -> None: ...
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop taking jobs; with ``wait``, let running evaluations finish."""
 
 
 class LocalExecutor(Executor):
@@ -95,5 +96,5 @@ class LocalExecutor(Executor):
     def submit(self, job: EvalJob) -> Future:
         return self._pool.submit(run_job, job)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
