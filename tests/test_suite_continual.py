@@ -222,21 +222,38 @@ Strategy.observe = observe
     assert "replay budget exceeded after task 0" in res.error and "buffer_size 200" in res.error, res.error
 
 
-def test_a_strategy_over_its_compute_budget_is_invalid(tmp_path):
-    code = NAIVE_CODE + '''
+EIGHT_PASSES = """
 _observe = Strategy.observe
 
 
 def observe(self, x, y, task_id):
     for _ in range(8):  # 8 passes over every batch: more than budget.passes = 5
         _observe(self, x, y, task_id)
+"""
+
+TEACHER = """
+import copy
+import torch
+
+_observe = Strategy.observe
 
 
-Strategy.observe = observe
-'''
+def observe(self, x, y, task_id):
+    if not hasattr(self, "teacher"):
+        self.teacher = copy.deepcopy(self.model)  # a deep copy is counted like the model
+    with torch.no_grad():
+        for _ in range(5):
+            self.teacher(x)
+    _observe(self, x, y, task_id)
+"""
+
+
+@pytest.mark.parametrize("extra, rows", [(EIGHT_PASSES, 8000), (TEACHER, 6000)], ids=["passes", "teacher"])
+def test_a_strategy_over_its_compute_budget_is_invalid(tmp_path, extra, rows):
+    code = NAIVE_CODE + extra + "\n\nStrategy.observe = observe\n"
     res = run(evaluator(["class_il"]), make_agent(tmp_path, code))
     assert not res.first_stage_complete
-    assert "compute budget exceeded in task 0" in res.error and "8000 rows" in res.error, res.error
+    assert "compute budget exceeded in task 0" in res.error and f"{rows} rows" in res.error, res.error
 
 
 def test_nan_predictions_are_invalid(tmp_path):

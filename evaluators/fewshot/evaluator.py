@@ -1,0 +1,199 @@
+"""Few-shot sinusoid regression: evolve the inner loop of a MAML-style meta-learner (inner_loop.py).
+
+Recipe per stage: draw evaluation tasks (support sets with targets, query inputs without) → write
+them to the work directory → run the harness in the sandbox (fixed network 1-40-40-1, fixed outer
+loop and meta-iteration budget, the candidate's ``adapt`` inside, all seeds batched with
+``torch.func.vmap``) → score the query predictions here against targets kept outside.
+
+Public metrics: query MSE after 0, 1, 5 and 10 inner steps on tasks from the training distribution
+(Finn et al.: amplitude 0.1-5, phase 0-pi, x in [-5, 5], K = 10), mean and spread over seeds.
+Private metrics: the same on a shifted distribution (amplitude 5-7) drawn from the evaluation seed
+at the stage itself.
+
+Score = 1 - mean(MSE after 1, 5, 10 steps) / MSE of always predicting 0, clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from evaluators.agent import load_manifest
+from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome
+from evaluators.fewshot.tasks import SHIFTED, TRAIN, EvalSet, query_mse, sample_eval_set
+from sandboxes.base import Limits
+
+HERE = Path(__file__).parent
+EXIT_VIOLATION = 3
+PUBLIC_SEED = 20170309  # public evaluation tasks and meta-training task stream
+EVAL_STEPS = (0, 1, 5, 10)
+SCORED_STEPS = (1, 5, 10)
+MSE_MAX = 1e6
+VMAP_HINT = (" (adapt runs under torch.func.vmap and is differentiated through: use torch.func.grad, "
+             "no .item() or Python branching on tensor values, no in-place updates of params)")
+
+#: Fixed protocol (Finn et al. 2017, sinusoid): K support and Q query points, meta-batch of tasks,
+#: inner steps during meta-training, Adam's learning rate, meta-parameter budget (x network size).
+PROTOCOL = {"K": 10, "Q": 50, "meta_batch": 25, "train_steps": 1, "outer_lr": 1e-3, "param_factor": 4}
+
+#: Per stage: seeds (vmapped together), meta-iterations, public and hidden evaluation tasks.
+PLAN = {
+    "smoke": {"seeds": 1, "meta_iterations": 50, "tasks": 50, "hidden_tasks": 0},
+    "small": {"seeds": 3, "meta_iterations": 2000, "tasks": 300, "hidden_tasks": 300},
+    "full": {"seeds": 10, "meta_iterations": 10000, "tasks": 1000, "hidden_tasks": 1000},
+}
+
+TASK = """Few-shot regression (MAML's sinusoid benchmark): each task is y = A sin(x - phase) with
+A in [0.1, 5], phase in [0, pi], x in [-5, 5]; from K = 10 support points, adapt a fixed network
+(1-40-40-1, ReLU) and predict new query points. The outer loop is fixed (Adam on the
+meta-parameters through your inner loop, 25 tasks per meta-iteration, 1 inner step during
+meta-training, a fixed number of meta-iterations). Implement in inner_loop.py
+`adapt(params, support_x, support_y, loss_fn, steps) -> params`: params is a dict of tensors
+("w1" (40,1), "b1" (40,), "w2" (40,40), "b2" (40,), "w3" (1,40), "b3" (1,) plus any extra
+meta-parameters), support tensors are (10, 1), loss_fn(params, x, y) is the support MSE and each
+call counts as one step (at most `steps` calls). It is vmapped over tasks and seeds and
+differentiated through: use torch.func.grad, no .item(), no in-place updates, no branching on tensor
+values. Optional `init_params(params) -> dict` returns the meta-parameters to learn from the
+default init (e.g. add learned per-parameter step sizes; at most 4x the network's size).
+Metrics: query MSE after 1, 5 and 10 inner steps (evaluated with steps = 1, 5, 10).
+Score = 1 - mean(MSE_1, MSE_5, MSE_10) / MSE of predicting 0. Ideas: learned per-parameter
+step sizes (Meta-SGD), step-size schedules, preconditioning, adapting only some layers (ANIL),
+closed-form last layer, gradient normalisation."""
+
+
+def _metric_specs() -> tuple[MetricSpec, ...]:
+    specs = [MetricSpec("valid", 0.0, 1.0, description="1 when every prediction was finite and within budget")]
+    for n in EVAL_STEPS:
+        specs.append(MetricSpec(f"mse_{n}", 0.0, MSE_MAX, higher_is_better=False, description=f"query MSE after {n} inner steps (mean over seeds)"))
+        specs.append(MetricSpec(f"mse_{n}_std", 0.0, MSE_MAX, higher_is_better=False, description=f"seed-to-seed SD of mse_{n}"))
+    for n in SCORED_STEPS:
+        specs.append(MetricSpec(f"hidden_mse_{n}", 0.0, MSE_MAX, public=False, higher_is_better=False,
+                                description=f"query MSE after {n} steps on the shifted task distribution"))
+    specs.append(MetricSpec("zero_mse", 0.0, MSE_MAX, higher_is_better=False, description="MSE of predicting 0 (the score's scale)"))
+    specs.append(MetricSpec("hidden_score", 0.0, 1.0, public=False, description="the score's formula on the shifted tasks"))
+    return tuple(specs)
+
+
+def score_from(mse: dict[int, float], zero_mse: float) -> float:
+    """1 - mean(MSE after 1, 5, 10 steps) / MSE of the zero predictor, clipped to [0, 1]."""
+    mean = float(np.mean([mse[n] for n in SCORED_STEPS]))
+    return float(np.clip(1.0 - mean / zero_mse, 0.0, 1.0))
+
+
+class FewShotEvaluator(Evaluator):
+    name = "fewshot"
+    task = TASK
+    stages = (
+        Stage("smoke", limits=Limits(wall_s=60, cpu_s=120, memory_mb=2048, pids=64, file_mb=64),
+              gate={"valid": 1.0}, description="1 seed, 50 meta-iterations: runs, vmappable, finite"),
+        Stage("small", limits=Limits(wall_s=300, cpu_s=600, memory_mb=2048, pids=64, file_mb=64),
+              gate={"score": 0.4}, description="3 seeds x 2,000 meta-iterations, 300 public + 300 hidden tasks"),
+        Stage("full", limits=Limits(wall_s=3600, cpu_s=7200, memory_mb=8192, pids=64, file_mb=256),
+              description="10 seeds x 10,000 meta-iterations (sized for a GPU), 1,000 + 1,000 tasks"),
+    )
+    metrics = _metric_specs()
+
+    @classmethod
+    def option_names(cls) -> Sequence[str]:
+        return ("seeds", "meta_iterations", "timeout_s", "threads")
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.plan = {k: dict(v) for k, v in PLAN.items()}
+        for key, low in (("seeds", 2), ("meta_iterations", 1)):
+            if key in options:
+                value = int(options[key])
+                if value < low:
+                    raise ValueError(f"[evaluator.options].{key} = {value}: must be >= {low}")
+                self.plan["full"][key] = value
+
+    def seed_agent(self) -> Path:
+        return HERE / "seed"
+
+    @staticmethod
+    def reference_agents() -> dict[str, Path]:
+        return {"maml": HERE / "seed", "untrained": HERE / "reference" / "untrained"}
+
+    def run_stage(self, stage: Stage, run: CandidateRun) -> StageOutcome:
+        plan = self.plan.get(stage.name, PLAN["smoke"])
+        stage_idx = list(PLAN).index(stage.name) if stage.name in PLAN else 99
+        sets = {"a": sample_eval_set(TRAIN, plan["tasks"], PROTOCOL["K"], PROTOCOL["Q"],
+                                     np.random.SeedSequence(PUBLIC_SEED, spawn_key=(stage_idx,)))}
+        if plan["hidden_tasks"]:
+            sets["b"] = sample_eval_set(SHIFTED, plan["hidden_tasks"], PROTOCOL["K"], PROTOCOL["Q"],
+                                        np.random.SeedSequence(int(run.seed), spawn_key=(stage_idx, 1)))
+        entry = load_manifest(run.workdir).entry
+        self._write_inputs(run.workdir, sets, plan, stage_idx, run.device)
+        shutil.copy(HERE / "harness.py", run.workdir / "_dgm_harness.py")
+        limits = stage.limits
+        if "timeout_s" in self.options:
+            limits = Limits(**{**limits.__dict__, "wall_s": float(self.options["timeout_s"])})
+        result = run.execute([run.python, "-I", "-B", "_dgm_harness.py", entry, "_dgm_config.json"], limits)
+        report = _read_json(run.workdir / "report.json")
+        if result.returncode == EXIT_VIOLATION and result.limit_hit is None and report.get("violation"):
+            raise CandidateInvalid(str(report["violation"])[:1000])
+        if not result.ok:
+            tail = result.stderr.strip()[-1500:]
+            hint = VMAP_HINT if result.limit_hit is None and ("vmap" in tail or "functorch" in tail) else ""
+            raise CandidateInvalid(result.describe() + hint + (f"\n{tail}" if tail else ""))
+        mse = {name: self._mse(run.workdir, name, s, plan["seeds"]) for name, s in sets.items()}
+        metrics: dict[str, float] = {"valid": 1.0}
+        for n in EVAL_STEPS:
+            metrics[f"mse_{n}"] = float(mse["a"][n].mean())
+            metrics[f"mse_{n}_std"] = float(mse["a"][n].std(ddof=1)) if plan["seeds"] > 1 else 0.0
+        zero = float((sets["a"].query_y ** 2).mean())
+        metrics["zero_mse"] = zero
+        score = score_from({n: metrics[f"mse_{n}"] for n in SCORED_STEPS}, zero)
+        if "b" in sets:
+            hidden = {n: float(mse["b"][n].mean()) for n in SCORED_STEPS}
+            metrics.update({f"hidden_mse_{n}": v for n, v in hidden.items()})
+            metrics["hidden_score"] = score_from(hidden, float((sets["b"].query_y ** 2).mean()))
+        feedback = (
+            f"{plan['seeds']} seed(s) x {plan['meta_iterations']} meta-iterations; query MSE (mean ± SD over seeds) "
+            + ", ".join(f"after {n} steps {metrics[f'mse_{n}']:.3f} ± {metrics[f'mse_{n}_std']:.3f}" for n in EVAL_STEPS)
+            + f"; predicting 0 gives {zero:.3f}"
+        )
+        return StageOutcome(score=score, metrics=metrics, feedback=feedback)
+
+    # -- steps ----------------------------------------------------------------------------------
+    def _write_inputs(self, workdir: Path, sets: dict[str, EvalSet], plan: dict, stage_idx: int, device: str) -> None:
+        arrays = {}
+        for name, s in sets.items():
+            arrays[f"{name}_support_x"] = s.support_x
+            arrays[f"{name}_support_y"] = s.support_y
+            arrays[f"{name}_query_x"] = s.query_x
+        np.savez(workdir / "_dgm_data.npz", **arrays)
+        cfg = {
+            **PROTOCOL, "data": "_dgm_data.npz", "out": "preds.npz", "device": device,
+            "threads": int(self.options.get("threads", 1)), "seeds": list(range(plan["seeds"])),
+            "meta_iterations": plan["meta_iterations"], "task_seed": PUBLIC_SEED + 1 + stage_idx,
+            "train_tasks": TRAIN.as_dict(), "eval_sets": list(sets), "eval_steps": list(EVAL_STEPS),
+        }
+        (workdir / "_dgm_config.json").write_text(json.dumps(cfg))
+
+    def _mse(self, workdir: Path, name: str, s: EvalSet, seeds: int) -> dict[int, np.ndarray]:
+        out = {}
+        try:
+            with np.load(workdir / "preds.npz") as npz:
+                for n in EVAL_STEPS:
+                    preds = np.asarray(npz[f"{name}_{n}"], dtype=np.float64)
+                    if preds.shape != (seeds, *s.query_y.shape):
+                        raise CandidateInvalid(f"predictions after {n} steps have shape {preds.shape}, expected {(seeds, *s.query_y.shape)}")
+                    if not np.isfinite(preds).all():
+                        raise CandidateInvalid(f"predictions after {n} steps are not finite")
+                    out[n] = query_mse(preds, s.query_y)
+        except (OSError, KeyError, ValueError) as e:
+            raise CandidateInvalid(f"no usable predictions from the harness: {e}") from None
+        return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

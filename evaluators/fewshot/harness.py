@@ -1,0 +1,241 @@
+"""Runs inside the sandbox: meta-trains through the candidate's ``adapt`` and writes query predictions.
+
+Reads ``config.json`` and ``data.npz`` (evaluation tasks: support sets with targets, query inputs
+without targets; the file is deleted once loaded). For every seed (all seeds at once with
+``torch.func.vmap``): meta-parameters start from the fixed network's default init (optionally
+reshaped by the candidate's ``init_params``), then a fixed number of meta-iterations of the fixed
+outer loop: sample a batch of sinusoid tasks, ``adapt`` on each task's support set
+(``train_steps`` inner steps, vmapped over tasks), query loss of the adapted network, Adam on the
+meta-parameters through the whole inner loop (second order, ``torch.func.grad``).
+Then, for each evaluation set and each number of steps, ``adapt`` on the given support sets and
+predict the query inputs; only those predictions leave the sandbox (``preds.npz``).
+
+Budgets, counted, never timed: ``adapt(..., steps)`` may call ``loss_fn`` at most ``steps`` times
+per call; meta-parameters may hold at most ``param_factor`` x the network's parameter count.
+A violation or a non-finite prediction is written to ``report.json`` (exit code 3).
+"""
+import contextlib
+import importlib
+import importlib.util
+import json
+import math
+import os
+import sys
+import traceback
+import types
+
+import numpy as np
+import torch
+from torch.func import grad, vmap
+
+EXIT_VIOLATION = 3
+NETWORK = {"w1": (40, 1), "b1": (40,), "w2": (40, 40), "b2": (40,), "w3": (1, 40), "b3": (1,)}
+
+
+class Violation(Exception):
+    pass
+
+
+def lazy_dynamo():
+    """Eager code never needs ``torch._dynamo``, yet torch.func imports it (about 1 s, as much as
+    ``import torch``). A stub answers the no-op calls eager code makes; any other attribute
+    (``torch.compile`` in a candidate, say) loads the real module."""
+    if "torch._dynamo" in sys.modules:
+        return
+    stub = types.ModuleType("torch._dynamo")
+
+    def disable(fn=None, recursive=True, **kwargs):
+        return fn if fn is not None else (lambda f: f)
+
+    def load_real(name):
+        sys.modules.pop("torch._dynamo", None)
+        return getattr(importlib.import_module("torch._dynamo"), name)
+
+    stub.graph_break = lambda *a, **k: None
+    stub.disable = disable
+    stub.compiled_autograd = types.SimpleNamespace(_disable=contextlib.nullcontext)
+    stub.__getattr__ = load_real
+    sys.modules["torch._dynamo"] = stub
+
+
+def forward(params, x):
+    """The fixed network 1-40-40-1 (ReLU); ``x`` is (n, 1)."""
+    h = torch.relu(x @ params["w1"].T + params["b1"])
+    h = torch.relu(h @ params["w2"].T + params["b2"])
+    return h @ params["w3"].T + params["b3"]
+
+
+def mse(params, x, y):
+    return ((forward(params, x) - y) ** 2).mean()
+
+
+class CountedLoss:
+    """The ``loss_fn`` handed to ``adapt``: the support MSE, counting calls (one per inner step)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, params, x, y):
+        self.calls += 1
+        return mse(params, x, y)
+
+
+def default_init(generator, device):
+    """PyTorch's ``nn.Linear`` default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases."""
+    params = {}
+    for name, shape in NETWORK.items():
+        fan_in = NETWORK["w" + name[1:]][1]
+        bound = 1.0 / math.sqrt(fan_in)
+        params[name] = (torch.rand(shape, generator=generator) * 2 - 1).mul_(bound).to(device)
+    return params
+
+
+def load_component(path):
+    spec = importlib.util.spec_from_file_location("inner_loop", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["inner_loop"] = module
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "adapt", None)):
+        raise Violation("inner_loop.py must define adapt(params, support_x, support_y, loss_fn, steps)")
+    return module
+
+
+def check_meta_params(theta, budget_elems):
+    if not isinstance(theta, dict):
+        raise Violation(f"init_params must return a dict of tensors, got {type(theta).__name__}")
+    for name, shape in NETWORK.items():
+        t = theta.get(name)
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise Violation(f"meta-parameter {name!r} must be a tensor of shape {shape}, got {got}")
+    total = 0
+    for name, t in theta.items():
+        if not isinstance(name, str) or not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise Violation(f"meta-parameter {name!r} must be a floating-point tensor")
+        total += t.numel()
+    if total > budget_elems:
+        raise Violation(f"meta-parameter budget exceeded: {total} elements (budget: {budget_elems})")
+
+
+def check_adapted(params, where):
+    if not isinstance(params, dict) or any(k not in params for k in NETWORK):
+        raise Violation(f"adapt must return a dict with the network's keys {list(NETWORK)} {where}")
+
+
+def sample_tasks(gen, cfg, shape, device):
+    """Sinusoid tasks y = A sin(x - phase): (x, y) of shape shape + (2K, 1)."""
+    task = cfg["train_tasks"]
+    amp = torch.empty(shape + (1, 1)).uniform_(*task["amplitude"], generator=gen)
+    phase = torch.empty(shape + (1, 1)).uniform_(*task["phase"], generator=gen)
+    x = torch.empty(shape + (2 * cfg["K"], 1)).uniform_(*task["x"], generator=gen)
+    return x.to(device), (amp * torch.sin(x - phase)).to(device)
+
+
+def main(entry, config_path):
+    torch.set_flush_denormal(True)
+    lazy_dynamo()
+    with open(config_path) as f:
+        cfg = json.load(f)
+    torch.set_num_threads(int(cfg.get("threads", 1)))
+    with np.load(cfg["data"]) as npz:
+        data = {k: npz[k] for k in npz.files}
+    os.remove(cfg["data"])
+    sys.path.insert(0, os.getcwd())
+    report = {}
+    try:
+        preds, report = run(os.path.abspath(entry), cfg, data)
+    except Violation as v:
+        report["violation"] = str(v)
+        with open("report.json", "w") as f:
+            json.dump(report, f)
+        print(f"budget or output violation: {v}", file=sys.stderr)
+        return EXIT_VIOLATION
+    except Exception:
+        traceback.print_exc(limit=-8)
+        return 1
+    np.savez(cfg["out"], **preds)
+    with open("report.json", "w") as f:
+        json.dump(report, f)
+    return 0
+
+
+def run(entry, cfg, data):
+    device = torch.device(cfg["device"])
+    seeds, K = cfg["seeds"], cfg["K"]
+    module = load_component(entry)
+    loss_fn = CountedLoss()
+
+    def adapt(theta, sx, sy, steps):
+        return module.adapt(theta, sx, sy, loss_fn, steps)
+
+    # meta-parameters, one set per seed, stacked on a leading seed axis
+    n_net = sum(math.prod(s) for s in NETWORK.values())
+    per_seed = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        theta = default_init(torch.Generator().manual_seed(seed), device)
+        if callable(getattr(module, "init_params", None)):
+            theta = module.init_params(theta)
+        check_meta_params(theta, cfg["param_factor"] * n_net)
+        per_seed.append(theta)
+    keys = list(per_seed[0])
+    if any(list(t) != keys or any(t[k].shape != per_seed[0][k].shape for k in keys) for t in per_seed):
+        raise Violation("init_params must return the same keys and shapes for every seed")
+    theta = {k: torch.stack([t[k].detach().float() for t in per_seed]).to(device) for k in keys}
+
+    train_steps = cfg["train_steps"]
+
+    def task_loss(th, x, y):
+        adapted = adapt(th, x[:K], y[:K], train_steps)
+        check_adapted(adapted, "(meta-training)")
+        return mse(adapted, x[K:], y[K:])
+
+    def seed_loss(th, x, y):  # mean query loss over a batch of tasks, for one seed
+        return vmap(task_loss, in_dims=(None, 0, 0), randomness="different")(th, x, y).mean()
+
+    def total_loss(th, x, y):
+        return vmap(seed_loss, randomness="different")(th, x, y).sum()
+
+    meta_grad = grad(total_loss)
+    m = {k: torch.zeros_like(v) for k, v in theta.items()}
+    v2 = {k: torch.zeros_like(v) for k, v in theta.items()}
+    lr, (b1, b2), eps = cfg["outer_lr"], (0.9, 0.999), 1e-8
+    gen = torch.Generator().manual_seed(int(cfg["task_seed"]))
+    for it in range(1, cfg["meta_iterations"] + 1):
+        x, y = sample_tasks(gen, cfg, (len(seeds), cfg["meta_batch"]), device)
+        loss_fn.calls = 0
+        g = meta_grad(theta, x, y)
+        if loss_fn.calls > train_steps:
+            raise Violation(f"inner-step budget exceeded: adapt called loss_fn {loss_fn.calls} times with steps={train_steps}")
+        with torch.no_grad():
+            for k in theta:  # Adam, per seed (element-wise, so seeds stay independent)
+                m[k].mul_(b1).add_(g[k], alpha=1 - b1)
+                v2[k].mul_(b2).addcmul_(g[k], g[k], value=1 - b2)
+                step = lr * math.sqrt(1 - b2 ** it) / (1 - b1 ** it)
+                theta[k] = theta[k] - step * m[k] / (v2[k].sqrt() + eps)
+    preds = {}
+    for name in cfg["eval_sets"]:
+        sx = torch.as_tensor(data[f"{name}_support_x"], device=device)
+        sy = torch.as_tensor(data[f"{name}_support_y"], device=device)
+        qx = torch.as_tensor(data[f"{name}_query_x"], device=device)
+        for steps in cfg["eval_steps"]:
+            loss_fn.calls = 0
+
+            def predict(th, sx1, sy1, qx1, steps=steps):
+                adapted = adapt(th, sx1, sy1, steps) if steps else th
+                check_adapted(adapted, f"(evaluation, steps={steps})")
+                return forward(adapted, qx1)
+
+            per_task = vmap(predict, in_dims=(None, 0, 0, 0), randomness="different")
+            out = vmap(per_task, in_dims=(0, None, None, None), randomness="different")(theta, sx, sy, qx)
+            if loss_fn.calls > steps:
+                raise Violation(f"inner-step budget exceeded: adapt called loss_fn {loss_fn.calls} times with steps={steps}")
+            out = out.detach()
+            if not torch.isfinite(out).all():
+                raise Violation(f"non-finite query predictions (NaN or inf) after {steps} inner steps")
+            preds[f"{name}_{steps}"] = out.squeeze(-1).to("cpu", torch.float32).numpy()
+    return preds, {"meta_params": int(sum(v[0].numel() for v in theta.values()))}
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
