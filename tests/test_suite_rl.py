@@ -302,3 +302,16 @@ def test_fake_score_files_change_nothing(tmp_path):
 def test_swapped_checkpoint_is_scored_as_what_it_is(tmp_path):
     res = _eval(_agent(tmp_path, OVERWRITER), "smoke", seed=5, static_guard=False).stages[0]
     assert res.valid and abs(res.public["cartpole_norm"]) < 0.1 and abs(res.public["bandit_norm"]) < 1e-5
+
+
+def test_objective_that_ignores_the_policy_trains_only_the_critic(tmp_path):
+    agent = _agent(tmp_path, """
+        import torch
+
+        def objective(ratio, advantage, log_ratio, entropy, lifetime_fraction):
+            return torch.zeros_like(ratio)  # no gradient reaches the policy
+    """)
+    stage = _eval(agent, "smoke").stages[0]
+    assert stage.valid, stage.error
+    # the policy stays at its near-uniform initialisation (policy-head gain 0.01)
+    assert abs(stage.public["bandit_norm"]) < 0.01 and abs(stage.public["cartpole_norm"]) < 0.1

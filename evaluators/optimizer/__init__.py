@@ -1,0 +1,3 @@
+from evaluators.optimizer.evaluator import OptimizerEvaluator
+
+__all__ = ["OptimizerEvaluator"]

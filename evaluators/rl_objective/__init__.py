@@ -1,0 +1,3 @@
+from evaluators.rl_objective.evaluator import RLObjectiveEvaluator
+
+__all__ = ["RLObjectiveEvaluator"]
