@@ -115,3 +115,18 @@ def test_kill_9_mid_campaign_then_resume(tmp_path, env):
     assert all(n.status.finished for n in after.values())  # in-flight nodes were re-evaluated
     for i, n in before.items():
         assert after[i].commit == n.commit
+
+
+@pytest.mark.parametrize("template", ["circle_packing", "continual", "fewshot", "rl_objective", "optimizer"])
+def test_init_templates_give_loadable_campaigns(tmp_path, template):
+    from evaluators.agent import load_manifest
+    from orchestrator.cli.init_cmd import write_campaign
+    from orchestrator.config import load_config
+
+    cfg = load_config(write_campaign(tmp_path / template, template))
+    assert cfg.evaluator.name == template
+    assert cfg.campaign.seed_agent == (tmp_path / template / "seed").resolve()
+    manifest = load_manifest(cfg.campaign.seed_agent)
+    assert manifest.editable
+    if template != "circle_packing":
+        assert cfg.evaluator.stages == ["smoke", "small"]  # "full" is sized for a GPU

@@ -22,7 +22,7 @@ random_seed = 0
 
 [evaluator]
 name = "{evaluator}"
-# options = {{}}          # evaluator-specific knobs
+{stages}# options = {{}}          # evaluator-specific knobs
 
 [fm]
 provider = "embedded"    # offline Qwen2.5-Coder-1.5B; or "openai" with base_url + api_key_env
@@ -66,7 +66,11 @@ def write_campaign(dest: Path, evaluator: str, name: str | None = None) -> Path:
     if config.exists():
         raise click.ClickException(f"{config} already exists; choose another directory")
     copy_agent(cls().seed_agent(), dest / "seed")
-    config.write_text(CAMPAIGN_TOML.format(config=config, name=name or dest.resolve().name, evaluator=evaluator))
+    names = [s.name for s in cls.stages]
+    stages = ""
+    if len(names) > 2 and names[-1] == "full":  # the full stage is sized for a GPU
+        stages = f"stages = {names[:-1]!r}   # add \"full\" on a GPU machine\n".replace("'", '"')
+    config.write_text(CAMPAIGN_TOML.format(config=config, name=name or dest.resolve().name, evaluator=evaluator, stages=stages))
     return config
 
 
