@@ -69,7 +69,7 @@ def test_campaign_records_every_kind_of_child(tmp_path):
         assert "max_violation" in good.private_metrics
         assert good.prompt_tokens == 100 and good.completion_tokens == 50
         assert good.cost_usd == pytest.approx((100 * 1.0 + 50 * 2.0) / 1e6)
-        assert "Use a 5x5 grid." in archive.diff(good.id) or "5x5" in archive.diff(good.id)
+        assert "+    xs = (np.arange(5) + 0.5) / 5" in archive.diff(good.id)
         assert [n.id for n in archive.lineage(good.id)] == [0, good.id]
 
         assert status["crash"] == NodeStatus.INVALID and "boom in candidate" in error["crash"]

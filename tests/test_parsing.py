@@ -70,11 +70,62 @@ def test_summarise_skips_code():
     assert summarise("<<<<<<< SEARCH\na\n=======\nb\n>>>>>>> REPLACE") == "(no description)"
 
 
-def test_diff_operator_accepts_a_whole_file_but_not_a_fragment():
+def test_diff_operator_accepts_a_whole_file_but_not_an_unrelated_fragment():
     from orchestrator.mutation.operators import DiffOperator
 
     op = DiffOperator()
     whole = "Rewrote it.\n```python\ndef f(x):\n    return 2 * x\n\n\ndef g():\n    return 3\n```"
     assert "return 3" in op.apply(SRC, whole)
-    with pytest.raises(ProposalInvalid, match=r"lacks \['g'\]"):
-        op.apply(SRC, "```python\ndef f(x):\n    return 2 * x\n```")
+    with pytest.raises(ProposalInvalid, match="redefine none"):
+        op.apply(SRC, "```python\ndef h(x):\n    return 2 * x\n```")
+
+
+MERGE_SRC = '''"""doc"""
+import numpy as np
+
+N = 3
+
+
+def make():
+    return np.zeros(N)
+
+
+@staticmethod
+def helper(x):
+    return x + 1
+
+
+def keep():
+    return "unchanged"
+'''
+
+
+def test_merge_replaces_functions_by_name_and_adds_imports():
+    from orchestrator.mutation.parsing import merge_definitions
+
+    blocks = ["import math\n\ndef make():\n    return np.ones(N) * math.pi", "@staticmethod\ndef helper(x):\n    return x + 2\n\ndef extra():\n    return 1"]
+    out = merge_definitions(MERGE_SRC, blocks)
+    ns: dict = {}
+    exec(compile(out, "m.py", "exec"), ns)
+    assert ns["make"]().tolist() == [3.141592653589793] * 3
+    assert ns["keep"]() == "unchanged" and ns["extra"]() == 1
+    assert out.count("def helper") == 1 and "return x + 2" in out
+    assert out.index("import math") < out.index("N = 3")
+
+
+def test_merge_needs_a_known_function():
+    from orchestrator.mutation.parsing import merge_definitions
+
+    with pytest.raises(ProposalInvalid, match="redefine none"):
+        merge_definitions(MERGE_SRC, ["def other():\n    return 1"])
+    with pytest.raises(ProposalInvalid, match="does not compile"):
+        merge_definitions(MERGE_SRC, ["def make(:\n"])
+
+
+def test_diff_answer_with_function_blocks_is_merged():
+    from orchestrator.mutation.operators import DiffOperator, RewriteOperator
+
+    answer = "Better make.\n```python\ndef make():\n    return np.ones(N)\n```\nand\n```python\ndef keep():\n    return 'kept'\n```"
+    for op in (DiffOperator(), RewriteOperator()):
+        out = op.apply(MERGE_SRC, answer)
+        assert "np.ones(N)" in out and "'kept'" in out and "def helper" in out

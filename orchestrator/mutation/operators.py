@@ -8,12 +8,11 @@ inside a sandbox) implements the same method, so the loop does not care who wrot
 from __future__ import annotations
 
 import abc
-import ast
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.mutation.parsing import ProposalInvalid, apply_edits, check_python, parse_diff, parse_rewrite
+from orchestrator.mutation.parsing import ProposalInvalid, apply_edits, check_python, parse_diff, whole_or_merged
 from orchestrator.mutation.prompts import DIFF_INSTRUCTIONS, REWRITE_INSTRUCTIONS, ProposalContext, build_messages, render
 
 
@@ -85,15 +84,8 @@ class DiffOperator(FMOperator):
         try:
             edits = parse_diff(answer)
         except ProposalInvalid:
-            # models asked for a diff often answer with the whole file: accept it when it keeps
-            # every top-level function of the original (a fragment would not)
-            new = parse_rewrite(answer)
-            missing = top_level_names(old) - top_level_names(new)
-            if missing:
-                raise ProposalInvalid(
-                    f"no SEARCH/REPLACE block, and the code block lacks {sorted(missing)} so it is not a whole file"
-                ) from None
-            return new
+            # models asked for a diff often answer with the whole file or a few rewritten functions
+            return whole_or_merged(old, answer)
         return apply_edits(old, edits)
 
 
@@ -102,19 +94,11 @@ class RewriteOperator(FMOperator):
     instructions = REWRITE_INSTRUCTIONS
 
     def apply(self, old: str, answer: str) -> str:
-        return parse_rewrite(answer)
+        # a "complete file" that lacks some of the program's functions is merged, not trusted
+        return whole_or_merged(old, answer)
 
 
 BUILTIN: dict[str, type[Operator]] = {"diff": DiffOperator, "rewrite": RewriteOperator}
-
-
-def top_level_names(source: str) -> set[str]:
-    """Names of top-level functions and classes (empty if the source does not parse)."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return set()
-    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
 
 
 def summarise(answer: str, limit: int = 120) -> str:

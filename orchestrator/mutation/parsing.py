@@ -7,6 +7,7 @@ caller on the invalid node.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 
@@ -84,6 +85,88 @@ def parse_rewrite(text: str) -> str:
     if re.match(r"^(\"\"\"|'''|#|import |from |def |class |[A-Za-z_]\w* *=)", stripped):
         return stripped + "\n"
     raise ProposalInvalid("no code block found in the answer")
+
+
+def code_blocks(text: str) -> list[str]:
+    """Every non-empty fenced block, in order."""
+    return [m["body"].strip("\n") for m in FENCE_RE.finditer(text) if m["body"].strip()]
+
+
+DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def top_level_names(source: str) -> set[str]:
+    """Names of top-level functions and classes (empty if the source does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return set()
+    return {n.name for n in tree.body if isinstance(n, DEFS)}
+
+
+def _span(node: ast.stmt) -> tuple[int, int]:
+    """1-based first and last line of a statement, decorators included."""
+    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+    return start, node.end_lineno or node.lineno
+
+
+def merge_definitions(old: str, blocks: list[str]) -> str:
+    """Replace the parent's top-level functions/classes by the same-named ones in ``blocks``.
+
+    Small models often answer with a few rewritten functions instead of a diff or a whole file.
+    New definitions are appended, new imports added to the top; other statements are ignored.
+    """
+    tree = ast.parse(old)
+    old_defs = {n.name: n for n in tree.body if isinstance(n, DEFS)}
+    replace: dict[str, str] = {}
+    appended: list[str] = []
+    imports: list[str] = []
+    for block in blocks:
+        try:
+            parsed = ast.parse(block)
+        except SyntaxError as e:
+            raise ProposalInvalid(f"a code block does not compile: {e.msg} (line {e.lineno})") from None
+        lines = block.split("\n")
+        for node in parsed.body:
+            start, end = _span(node)
+            text = "\n".join(lines[start - 1 : end])
+            if isinstance(node, DEFS):
+                if node.name in old_defs:
+                    replace[node.name] = text
+                elif text not in appended:
+                    appended.append(text)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)) and text not in old and text not in imports:
+                imports.append(text)
+    if not replace:
+        raise ProposalInvalid("the code blocks redefine none of the program's functions")
+    out = old.split("\n")
+    for name, node in sorted(old_defs.items(), key=lambda kv: -kv[1].lineno):
+        if name in replace:
+            start, end = _span(node)
+            out[start - 1 : end] = replace[name].split("\n")
+    if imports:
+        anchor = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        at = anchor[-1].end_lineno if anchor else (_span(tree.body[0])[1] if tree.body and _is_docstring(tree.body[0]) else 0)
+        out[at:at] = imports
+    merged = "\n".join(out).rstrip("\n") + "\n"
+    if appended:
+        merged += "\n\n" + "\n\n\n".join(appended) + "\n"
+    return merged
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant) and isinstance(node.value.value, str)
+
+
+def whole_or_merged(old: str, answer: str) -> str:
+    """An answer's code as the new file: a complete file if one block is, else merged definitions."""
+    blocks = code_blocks(answer)
+    if not blocks:
+        return parse_rewrite(answer)  # bare code, or the "no code block" error
+    largest = max(blocks, key=len)
+    if top_level_names(old) <= top_level_names(largest):
+        return largest + "\n"
+    return merge_definitions(old, blocks)
 
 
 def check_python(path: str, source: str) -> None:
