@@ -301,3 +301,31 @@ def test_factory_without_isolating_backend_says_how_to_install(monkeypatch):
     monkeypatch.setattr(factory, "_cls", lambda name: Nope)
     with pytest.raises(SandboxError, match="apt-get install -y bubblewrap"):
         make_sandbox("auto")
+
+
+@needs_cgroups
+@pytest.mark.parametrize("name", ["process", pytest.param("bwrap", marks=needs_bwrap)])
+def test_orchestrator_killed_mid_run_leaves_nothing_after_the_next_sweep(name, tmp_path):
+    """SIGKILL the orchestrator while its sandbox runs a detached child: the direct child dies with
+    it (pdeathsig / --die-with-parent) and the next run's sweep kills the rest and the cgroup."""
+    import subprocess
+
+    token = f"dgm-{uuid.uuid4().hex}"
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+            "from tests.test_sandbox import _make\nfrom sandboxes.base import Limits\n"
+            f"_make({name!r}).run(['sh', '-c', \"setsid sh -c 'sleep 60; : {token}' & sleep 60\"], "
+            f"{str(wd)!r}, Limits(wall_s=100))\n")
+    orch = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 20
+    while not _procs_with(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _procs_with(token), "the sandboxed child never started"
+    orch.kill()
+    orch.wait()
+    support = _cgroups.support()
+    support._last_sweep = -1e9
+    support.sweep()
+    time.sleep(0.1)
+    assert _procs_with(token) == []

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from sandboxes._cgroups import _pidns
 from sandboxes.base import Limits, python_ro_paths
 from sandboxes.docker_backend import IMAGE, LABEL, DockerSandbox, daemon_reachable, ensure_dockerd
 from sandboxes.probes import run_probes
@@ -60,6 +61,7 @@ raise SystemExit(3)
 def test_docker_timeout_kills_and_removes_the_container(docker_sb, tmp_path):
     r = docker_sb.run(["sh", "-c", "setsid sleep 60 & sleep 60"], tmp_path, Limits(wall_s=1))
     assert r.limit_hit == "timeout", r
+    docker_sb.close()  # removal runs in the background: wait for it
     left = docker_sb.client.containers.list(all=True, filters={"label": f"{LABEL}={docker_sb.instance}"})
     assert left == []
 
@@ -67,3 +69,11 @@ def test_docker_timeout_kills_and_removes_the_container(docker_sb, tmp_path):
 def test_docker_probe_suite(docker_sb):
     escaped = {r.name: r.detail for r in run_probes(docker_sb) if not r.contained}
     assert not escaped
+
+
+def test_docker_sweeps_containers_of_dead_orchestrators(docker_sb):
+    dead_owner = docker_sb.client.containers.create(
+        IMAGE, ["sleep", "60"], labels={f"{LABEL}.owner": f"{_pidns()}.999999.1", LABEL: "x"})
+    dead_owner.start()
+    assert docker_sb.sweep_dead_owners() >= 1
+    assert not docker_sb.client.containers.list(all=True, filters={"id": dead_owner.id})
