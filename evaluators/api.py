@@ -78,9 +78,27 @@ class CandidateRun:
         self.runs.append(result)
         return result
 
+    def read_artifact(self, relpath: str, max_bytes: int = 256 * 2**20) -> bytes:
+        """Bytes of a file the candidate left in ``workdir``, opened without following links.
+
+        Always read candidate output this way: a candidate can leave a symlink to the evaluator's
+        hidden data, and the evaluator runs outside the sandbox. Missing or unsafe → CandidateInvalid.
+        """
+        return safe_read(self.workdir, relpath, max_bytes)
+
     def run_python(self, script: str, limits: Limits, env: Mapping[str, str] | None = None) -> RunResult:
         """Run a Python harness file (relative to ``workdir``) with the sandbox's interpreter."""
         return self.execute([self.python, "-I", "-B", script], limits, env)
+
+
+def safe_read(workdir: Path, relpath: str, max_bytes: int = 256 * 2**20) -> bytes:
+    """:meth:`CandidateRun.read_artifact` for code that only has the work directory."""
+    from sandboxes.artifacts import ArtifactError, read_artifact
+
+    try:
+        return read_artifact(Path(workdir), relpath, max_bytes)
+    except ArtifactError as e:
+        raise CandidateInvalid(str(e)) from None
 
 
 class Evaluator(abc.ABC):

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from evaluators.agent import copy_agent
 from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, Stage, StageOutcome
+from sandboxes.artifacts import ArtifactError
 from sandboxes.base import Sandbox, SandboxError
 
 
@@ -209,7 +210,7 @@ def _run_stage(evaluator, stage, agent_dir, sandbox, seed, device, env, workroot
         try:
             outcome = evaluator.run_stage(stage, run)
             public, private = validate_metrics(evaluator, outcome)
-        except CandidateInvalid as e:
+        except (CandidateInvalid, ArtifactError) as e:  # an unsafe artifact is the candidate's doing
             last = run.runs[-1] if run.runs else None
             return StageResult(
                 stage.name, False, False, None, error=str(e), wall_s=time.perf_counter() - t0,

@@ -3,6 +3,7 @@ every one is recorded invalid or scored honestly, never admitted with an inflate
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -115,3 +116,21 @@ def test_timeout_extension_by_detached_child_is_killed(tmp_path):
     assert not res.first_stage_complete and "wall-clock" in res.error
     survivors = subprocess.run(["pgrep", "-f", "sleep 7.31415"], capture_output=True, text=True).stdout.split()
     assert survivors == []
+
+
+def test_symlinked_artifact_is_not_followed(tmp_path):
+    # a valid packing sits outside the sandbox; the candidate points result.json at it and exits
+    hidden = tmp_path / "evaluator-side" / "answer.json"
+    hidden.parent.mkdir()
+    xs = [(i + 0.5) / 5 for i in range(5)]
+    hidden.write_text(json.dumps({"centers": [[x, y] for x in xs for y in xs] + [[0.2, 0.2]], "radii": [0.1] * 25 + [0.04]}))
+    code = SEED_BODY + (
+        "\n_orig = construct_packing\n"
+        "def construct_packing():\n"
+        "    import os\n"
+        f"    os.symlink({str(hidden)!r}, 'result.json')\n"
+        "    os._exit(0)\n"
+    )
+    res = run(tmp_path, code)
+    assert not res.first_stage_complete
+    assert "link" in res.error.lower() or "symlink" in res.error.lower()

@@ -100,9 +100,9 @@ class CirclePackingEvaluator(Evaluator):
             tail = result.stderr.strip()[-1500:]
             raise CandidateInvalid(f"{result.describe()}" + (f"\n{tail}" if tail else ""))
         try:
-            payload = json.loads(out.read_text())
+            payload = json.loads(run.read_artifact(out.name, max_bytes=1 << 20))
             centers, radii = payload["centers"], payload["radii"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError) as e:
             raise CandidateInvalid(f"no usable result.json from the candidate: {e}") from None
         total, violation = check_packing(centers, radii)
         radii_arr = np.asarray(radii, dtype=float)

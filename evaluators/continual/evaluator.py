@@ -16,6 +16,7 @@ and the worst accuracy along the way (De Lange et al.'s stability gap) count equ
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from evaluators.agent import load_manifest
-from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome
+from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, safe_read
 from evaluators.continual.metrics import accuracy_curve, continual_metrics
 from evaluators.continual.scenarios import INPUT_DIM, NUM_CLASSES, NUM_TASKS, SCENARIOS, Stream, make_stream
 from sandboxes.base import Limits
@@ -236,7 +237,7 @@ class ContinualEvaluator(Evaluator):
         per_task = self.budget["iterations"] // self.budget["eval_every"]
         n_points, n_rows = NUM_TASKS * per_task, len(r.stream.eval_y)
         try:
-            with np.load(workdir / "preds.npz") as npz:
+            with np.load(io.BytesIO(safe_read(workdir, "preds.npz")), allow_pickle=False) as npz:
                 preds = np.asarray(npz[r.key])
         except (OSError, KeyError, ValueError) as e:
             raise CandidateInvalid(f"no usable predictions from the harness for run {r.key}: {e}") from None
@@ -270,8 +271,9 @@ class ContinualEvaluator(Evaluator):
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON report the harness left, read without following links; {} when unusable."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(safe_read(path.parent, path.name, max_bytes=8 << 20))
+    except (CandidateInvalid, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

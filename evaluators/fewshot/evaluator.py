@@ -15,6 +15,7 @@ Score = 1 - mean(MSE after 1, 5, 10 steps) / MSE of always predicting 0, clipped
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from evaluators.agent import load_manifest
-from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome
+from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, safe_read
 from evaluators.fewshot.tasks import SHIFTED, TRAIN, EvalSet, query_mse, sample_eval_set
 from sandboxes.base import Limits
 
@@ -178,7 +179,7 @@ class FewShotEvaluator(Evaluator):
     def _mse(self, workdir: Path, name: str, s: EvalSet, seeds: int) -> dict[int, np.ndarray]:
         out = {}
         try:
-            with np.load(workdir / "preds.npz") as npz:
+            with np.load(io.BytesIO(safe_read(workdir, "preds.npz")), allow_pickle=False) as npz:
                 for n in EVAL_STEPS:
                     preds = np.asarray(npz[f"{name}_{n}"], dtype=np.float64)
                     if preds.shape != (seeds, *s.query_y.shape):
@@ -192,8 +193,9 @@ class FewShotEvaluator(Evaluator):
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON report the harness left, read without following links; {} when unusable."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(safe_read(path.parent, path.name, max_bytes=8 << 20))
+    except (CandidateInvalid, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
