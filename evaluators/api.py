@@ -68,13 +68,15 @@ class CandidateRun:
     device: str = "cpu"  # "cuda" when a GPU was leased for this evaluation
     env: dict[str, str] = field(default_factory=dict)  # extra env for the candidate (e.g. CUDA_VISIBLE_DEVICES)
     runs: list[RunResult] = field(default_factory=list)
+    #: host paths that look empty inside the sandbox (default: datasets bundled in packages)
+    hide: list[Path] = field(default_factory=lambda: bundled_data_dirs())
 
     def execute(self, argv: Sequence[str], limits: Limits, env: Mapping[str, str] | None = None) -> RunResult:
         """Run ``argv`` in the sandbox with ``workdir`` as cwd; the result is also kept in ``runs``."""
         from sandboxes.base import python_ro_paths
 
         full_env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", **self.env, **(env or {})}
-        result = self.sandbox.run(list(argv), self.workdir, limits, env=full_env, ro_paths=python_ro_paths())
+        result = self.sandbox.run(list(argv), self.workdir, limits, env=full_env, ro_paths=python_ro_paths(), hide=self.hide)
         self.runs.append(result)
         return result
 
@@ -89,6 +91,18 @@ class CandidateRun:
     def run_python(self, script: str, limits: Limits, env: Mapping[str, str] | None = None) -> RunResult:
         """Run a Python harness file (relative to ``workdir``) with the sandbox's interpreter."""
         return self.execute([self.python, "-I", "-B", script], limits, env)
+
+
+def bundled_data_dirs() -> list[Path]:
+    """Datasets shipped inside installed packages that suites draw test splits from (sklearn's
+    digits, wine, ...). The venv is visible (read-only) in the sandbox, so these are hidden."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.origin:
+        return []
+    data = Path(spec.origin).parent / "datasets" / "data"
+    return [data] if data.is_dir() else []
 
 
 def safe_read(workdir: Path, relpath: str, max_bytes: int = 256 * 2**20) -> bytes:

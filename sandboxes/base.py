@@ -96,12 +96,16 @@ class Sandbox(abc.ABC):
         ro_paths: Sequence[Path] = (),
         *,
         gpu: "GpuLease | None" = None,
+        hide: Sequence[Path] = (),
     ) -> RunResult:
         """Run ``argv`` with cwd ``workdir``.
 
         ``env`` is the *whole* environment of the child (scrubbed: nothing is inherited from the
         orchestrator except what the backend needs, e.g. PATH). ``ro_paths`` are extra host paths
         made readable (read-only) inside the sandbox, e.g. the Python installation to use.
+        ``hide`` are host paths inside visible trees that must look empty in the sandbox (datasets
+        bundled in packages, e.g. the test split an evaluator draws from them); backends without
+        isolation (``process``) cannot hide anything.
         The whole process tree is killed when ``limits.wall_s`` passes.
         ``gpu`` is a lease from :class:`sandboxes.gpu.GpuPool`: its ``CUDA_VISIBLE_DEVICES`` goes
         into this child's environment only, and only its device nodes are exposed.

@@ -221,6 +221,7 @@ class BwrapSandbox(Sandbox):
         ro_paths: Sequence[Path] = (),
         device_nodes: Sequence[str] = (),
         handshake_fds: tuple[int, int] | None = None,
+        hide: Sequence[Path] = (),
     ) -> list[str]:
         """The full bwrap command line for one run (public so that it can be inspected).
 
@@ -280,6 +281,14 @@ class BwrapSandbox(Sandbox):
             mkdirs(p)
             a += ["--ro-bind", p, p]
             visible.append(p)
+        for hp in hide:  # an empty, read-only tmpfs over each hidden directory (or /dev/null over a file)
+            p = os.path.abspath(str(hp))
+            if not any(_is_under(p, v) for v in visible) or _is_under(workdir, p):
+                continue  # not visible anyway
+            if os.path.isdir(p):
+                a += ["--perms", "0555", "--tmpfs", p, "--remount-ro", p]
+            elif os.path.exists(p):
+                a += ["--ro-bind", "/dev/null", p]
         for node in device_nodes:
             if not os.path.exists(node):
                 raise SandboxError(f"device node {node} from the GPU lease does not exist: "
@@ -309,6 +318,7 @@ class BwrapSandbox(Sandbox):
         ro_paths: Sequence[Path] = (),
         *,
         gpu=None,
+        hide: Sequence[Path] = (),
     ) -> RunResult:
         t0 = time.monotonic()
         wd = _runner.fresh_workdir(workdir)
@@ -318,7 +328,7 @@ class BwrapSandbox(Sandbox):
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
         try:
-            cmd = self.command(argv, wd, child_env, ro_paths, nodes, (info_w, block_r))
+            cmd = self.command(argv, wd, child_env, ro_paths, nodes, (info_w, block_r), hide=hide)
             if self.mode == "setpriv":
                 _runner.grant_workdir(wd, self.uid, self.gid)
         except BaseException:

@@ -256,7 +256,7 @@ class DockerSandbox(Sandbox):
     def unavailable_reason(cls) -> str | None:
         return None if cls.available() else INSTALL_HINT
 
-    def _create_kwargs(self, argv, wd, env, limits: Limits, ro_paths, gpu) -> dict:
+    def _create_kwargs(self, argv, wd, env, limits: Limits, ro_paths, gpu, hide=()) -> dict:
         from docker.types import DeviceRequest, LogConfig, Ulimit
 
         volumes = {wd: {"bind": wd, "mode": "rw"}}
@@ -287,6 +287,10 @@ class DockerSandbox(Sandbox):
             labels={LABEL: self.instance, f"{LABEL}.owner": owner_tag()}, stdin_open=False, tty=False,
             log_config=LogConfig(type="json-file", config={"max-size": f"{log_kb}k", "max-file": "2"}),
         )
+        for hp in hide:  # bundled datasets etc.: an empty read-only tmpfs over a visible directory
+            p = os.path.abspath(str(hp))
+            if os.path.isdir(p) and any(p.startswith(v.rstrip("/") + "/") for v in volumes if v != wd):
+                kw["tmpfs"][p] = "ro,size=1k,mode=0555"
         if limits.memory_mb is not None:
             kw["mem_limit"] = f"{limits.memory_mb}m"
             kw["memswap_limit"] = f"{limits.memory_mb}m"
@@ -310,6 +314,7 @@ class DockerSandbox(Sandbox):
         ro_paths: Sequence[Path] = (),
         *,
         gpu=None,
+        hide: Sequence[Path] = (),
     ) -> RunResult:
         import docker
         import requests
@@ -321,7 +326,7 @@ class DockerSandbox(Sandbox):
         uid, _, gid = self.user.partition(":")
         if uid.isdigit() and os.geteuid() == 0:
             _runner.grant_workdir(wd, int(uid), int(gid or uid))
-        kw = self._create_kwargs(argv, wd, child_env, limits, ro_paths, gpu)
+        kw = self._create_kwargs(argv, wd, child_env, limits, ro_paths, gpu, hide)
         kw["name"] = f"dgm-sbx-{uuid.uuid4().hex[:12]}"
         container = None
         try:

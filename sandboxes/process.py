@@ -41,6 +41,7 @@ class ProcessSandbox(Sandbox):
         ro_paths: Sequence[Path] = (),
         *,
         gpu=None,
+        hide: Sequence[Path] = (),  # nothing can be hidden without isolation (trusted code only)
     ) -> RunResult:
         t0 = time.monotonic()
         cwd = _runner.fresh_workdir(workdir)

@@ -134,3 +134,21 @@ def test_symlinked_artifact_is_not_followed(tmp_path):
     res = run(tmp_path, code)
     assert not res.first_stage_complete
     assert "link" in res.error.lower() or "symlink" in res.error.lower()
+
+
+def test_datasets_bundled_in_packages_are_hidden(tmp_path):
+    # suites draw test splits from sklearn's bundled data; the venv is visible read-only in the sandbox
+    import sklearn
+
+    data = Path(sklearn.__file__).parent / "datasets" / "data"
+    assert (data / "digits.csv.gz").is_file()  # there on the host
+    code = SEED_BODY + (
+        "\n_orig = construct_packing\n"
+        "def construct_packing():\n"
+        "    import os\n"
+        f"    assert os.listdir({str(data)!r}) == [], 'bundled data visible'\n"
+        f"    assert os.path.isfile({str(Path(sklearn.__file__))!r}), 'the package itself stays usable'\n"
+        "    return _orig()\n"
+    )
+    res = run(tmp_path, code)
+    assert res.first_stage_complete, res.error

@@ -170,12 +170,15 @@ def snoop(eval_x):
                         continue
                     found += [f"{path}:{s}" for s in SUSPECT if s in text.lower()]
     data_left = os.path.exists("_dgm_data.npz")
-    from sklearn.datasets import load_digits  # ships inside the sandbox with scikit-learn
-    d = load_digits()
-    x = (d.data / 16.0 - 0.305) / 0.376
-    table = {np.round(r, 3).tobytes(): int(t) for r, t in zip(x.astype(np.float32), d.target)}
     rows = np.round(eval_x.cpu().numpy(), 3)
-    matches = sum(r.tobytes() in table for r in rows)
+    try:
+        from sklearn.datasets import load_digits  # the package is visible; its bundled data must not be
+        d = load_digits()
+        x = (d.data / 16.0 - 0.305) / 0.376
+        table = {np.round(r, 3).tobytes(): int(t) for r, t in zip(x.astype(np.float32), d.target)}
+        matches = sum(r.tobytes() in table for r in rows)
+    except (OSError, FileNotFoundError) as e:
+        matches = "unreadable"
     raise RuntimeError(f"SNOOP checked={checked} found={found} data_left={data_left} matches={matches}/{len(rows)}")
 
 
@@ -201,7 +204,8 @@ Strategy.before_task = before_task
     report = res.error[res.error.index("RuntimeError: SNOOP"):].splitlines()[0]
     checked = int(report.split("checked=")[1].split()[0])
     assert checked >= 3  # it did look: strategy.py, agent.toml, the harness, the config
-    assert "found=[]" in report and "data_left=False" in report and "matches=0/" in report, report
+    assert "found=[]" in report and "data_left=False" in report, report
+    assert "matches=unreadable/" in report, report  # sklearn's bundled digits are hidden in the sandbox
 
 
 def test_a_strategy_over_its_replay_budget_is_invalid(tmp_path):
