@@ -240,8 +240,8 @@ class SpySandbox(Sandbox):
     def __init__(self):
         self.inner, self.files = make_sandbox("auto"), {}
 
-    def run(self, argv, workdir, limits, env=None, ro_paths=()):
-        result = self.inner.run(argv, workdir, limits, env=env, ro_paths=ro_paths)
+    def run(self, argv, workdir, limits, env=None, ro_paths=(), **kw):
+        result = self.inner.run(argv, workdir, limits, env=env, ro_paths=ro_paths, **kw)
         self.files = {p.name: p.read_bytes() for p in Path(workdir).iterdir() if p.is_file()}
         return result
 
