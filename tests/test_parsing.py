@@ -129,3 +129,9 @@ def test_diff_answer_with_function_blocks_is_merged():
     for op in (DiffOperator(), RewriteOperator()):
         out = op.apply(MERGE_SRC, answer)
         assert "np.ones(N)" in out and "'kept'" in out and "def helper" in out
+
+
+def test_original_replace_comment_pairs_are_line_edits():
+    answer = "Tweak it.\n```python\n# Original: y = x + 1\n# Replace with: y = x + 2\n```\n```python\n# Original: return 2\n# Replace with: return 5\n```"
+    out = apply_edits(SRC, parse_diff(answer))
+    assert "    y = x + 2\n" in out and "    return 5\n" in out

@@ -28,8 +28,14 @@ class Edit:
     replace: str
 
 
+# "# Original: <line>" followed by "# Replace with: <line>": a shape small models use for one-line edits
+ORIGINAL_RE = re.compile(r"^\s*#\s*Original:\s*(?P<search>\S.*?)\s*\n\s*#\s*Replace(?: with)?:\s*(?P<replace>.*?)\s*$", re.M | re.I)
+
+
 def parse_diff(text: str) -> list[Edit]:
     edits = [Edit(m["search"], m["replace"]) for m in SEARCH_RE.finditer(text)]
+    if not edits:
+        edits = [Edit(m["search"], m["replace"]) for m in ORIGINAL_RE.finditer(text)]
     if not edits:
         raise ProposalInvalid("no SEARCH/REPLACE block found in the answer")
     return edits
