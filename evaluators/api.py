@@ -68,6 +68,7 @@ class CandidateRun:
     device: str = "cpu"  # "cuda" when a GPU was leased for this evaluation
     env: dict[str, str] = field(default_factory=dict)  # extra env for the candidate (e.g. CUDA_VISIBLE_DEVICES)
     runs: list[RunResult] = field(default_factory=list)
+    gpu: Any = None  # a sandboxes.gpu.GpuLease when a GPU was leased for this evaluation
     #: host paths that look empty inside the sandbox (default: datasets bundled in packages)
     hide: list[Path] = field(default_factory=lambda: bundled_data_dirs())
 
@@ -76,7 +77,7 @@ class CandidateRun:
         from sandboxes.base import python_ro_paths
 
         full_env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", **self.env, **(env or {})}
-        result = self.sandbox.run(list(argv), self.workdir, limits, env=full_env, ro_paths=python_ro_paths(), hide=self.hide)
+        result = self.sandbox.run(list(argv), self.workdir, limits, env=full_env, ro_paths=python_ro_paths(), hide=self.hide, gpu=self.gpu)
         self.runs.append(result)
         return result
 

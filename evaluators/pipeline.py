@@ -161,8 +161,12 @@ def evaluate(
     stages: Sequence[str] | None = None,
     workroot: Path | None = None,
     python: str | None = None,
+    gpu: Any = None,
 ) -> EvaluationResult:
-    """Run ``evaluator``'s stages on the agent in ``agent_dir``, stopping at the first failed gate."""
+    """Run ``evaluator``'s stages on the agent in ``agent_dir``, stopping at the first failed gate.
+
+    ``gpu`` is a :class:`sandboxes.gpu.GpuLease`; the candidate then sees only that device.
+    """
     result = EvaluationResult()
     selected = _select_stages(evaluator, stages)
     before = evaluator_fingerprint(evaluator)
@@ -170,7 +174,7 @@ def evaluate(
     workroot.mkdir(parents=True, exist_ok=True)
     for stage in selected:
         try:
-            stage_result = _run_stage(evaluator, stage, agent_dir, sandbox, seed, device, env, workroot, python)
+            stage_result = _run_stage(evaluator, stage, agent_dir, sandbox, seed, device, env, workroot, python, gpu)
         except _EvaluatorFault as fault:
             result.evaluator_error = str(fault)
             break
@@ -199,13 +203,14 @@ class _EvaluatorFault(Exception):
     """The evaluator or the sandbox broke: the node is ``failed``, not ``invalid``."""
 
 
-def _run_stage(evaluator, stage, agent_dir, sandbox, seed, device, env, workroot, python) -> StageResult:
+def _run_stage(evaluator, stage, agent_dir, sandbox, seed, device, env, workroot, python, gpu) -> StageResult:
     workdir = Path(tempfile.mkdtemp(prefix=f"{stage.name}-", dir=workroot))
     t0 = time.perf_counter()
     try:
         copy_agent(Path(agent_dir), workdir)
         run = CandidateRun(
-            workdir=workdir, sandbox=sandbox, python=python or sys.executable, seed=seed, device=device, env=dict(env or {})
+            workdir=workdir, sandbox=sandbox, python=python or sys.executable, seed=seed, device=device,
+            env=dict(env or {}), gpu=gpu,
         )
         try:
             outcome = evaluator.run_stage(stage, run)

@@ -82,7 +82,7 @@ class Campaign:
         self.operators = {name: _operator(name) for name in cfg.mutation.operators}
         self.executor = executor or LocalExecutor(cfg.evaluation.workers)
         self.on_update = on_update or (lambda stats: None)
-        self.sandbox = SandboxSpec(cfg.sandbox.backend, cfg.sandbox.trusted)
+        self.sandbox = SandboxSpec(cfg.sandbox.backend, cfg.sandbox.trusted, cfg.evaluation.use_gpu, cfg.evaluation.evals_per_gpu)
         self.eval_seed = random.Random(f"eval-{cfg.campaign.random_seed}").randrange(2**31)
         self.stats = Stats()
         self.nodes: dict[int, Node] = {}  # cache of every row; the main thread is the only writer

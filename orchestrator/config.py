@@ -61,6 +61,8 @@ class AdmissionSection(_Section):
 
 class EvaluationSection(_Section):
     workers: int = Field(2, ge=1, le=64)
+    use_gpu: bool = True  # lease one GPU per evaluation when the machine has any
+    evals_per_gpu: int = Field(1, ge=1, le=64)
 
 
 class SandboxSection(_Section):

@@ -23,6 +23,8 @@ from evaluators.pipeline import EvaluationResult, evaluate
 class SandboxSpec:
     backend: str = "auto"
     trusted: bool = False
+    use_gpu: bool = True  # lease a GPU per evaluation when this machine has any
+    evals_per_gpu: int = 1
 
 
 @dataclass
@@ -39,6 +41,17 @@ class EvalJob:
 _cache_lock = threading.Lock()
 _evaluators: dict[tuple, Evaluator] = {}
 _sandboxes: dict[SandboxSpec, Any] = {}
+_gpu_pools: dict[int, Any] = {}
+
+
+def _gpu_pool(per_gpu: int):
+    """One pool per process (GPUs detected once); empty on a machine without GPUs."""
+    from sandboxes.gpu import GpuPool
+
+    with _cache_lock:
+        if per_gpu not in _gpu_pools:
+            _gpu_pools[per_gpu] = GpuPool(per_gpu=per_gpu)
+        return _gpu_pools[per_gpu]
 
 
 def _evaluator(name: str, options: dict[str, Any]) -> Evaluator:
@@ -68,13 +81,17 @@ def write_tree(files: dict[str, bytes], dest: Path) -> None:
 def run_job(job: EvalJob) -> EvaluationResult:
     """Materialise the agent in a temporary directory and run the staged evaluation on it."""
     agent_dir = Path(tempfile.mkdtemp(prefix=f"dgm-agent-{job.node_id}-"))
+    pool = _gpu_pool(job.sandbox.evals_per_gpu) if job.sandbox.use_gpu else None
+    lease = pool.lease(1) if pool is not None and len(pool) else None  # blocks until a slot is free
     try:
         write_tree(job.files, agent_dir)
         return evaluate(
             _evaluator(job.evaluator, job.evaluator_options), agent_dir, _sandbox(job.sandbox),
-            seed=job.seed, stages=job.stages,
+            seed=job.seed, stages=job.stages, device=lease.device if lease else "cpu", gpu=lease,
         )
     finally:
+        if lease is not None:
+            lease.release()  # on success, crash and timeout alike
         shutil.rmtree(agent_dir, ignore_errors=True)
 
 
