@@ -135,3 +135,14 @@ def test_original_replace_comment_pairs_are_line_edits():
     answer = "Tweak it.\n```python\n# Original: y = x + 1\n# Replace with: y = x + 2\n```\n```python\n# Original: return 2\n# Replace with: return 5\n```"
     out = apply_edits(SRC, parse_diff(answer))
     assert "    y = x + 2\n" in out and "    return 5\n" in out
+
+
+def test_a_block_without_the_imports_is_merged_not_taken_as_the_file():
+    from orchestrator.mutation.operators import DiffOperator
+
+    answer = "Hex grid.\n```python\ndef make():\n    return np.ones(N)\n\n\n@staticmethod\ndef helper(x):\n    return x\n\n\ndef keep():\n    return 1\n```"
+    out = DiffOperator().apply(MERGE_SRC, answer)
+    assert out.startswith('"""doc"""\nimport numpy as np\n\nN = 3\n')  # kept from the parent
+    ns: dict = {}
+    exec(compile(out, "m.py", "exec"), ns)
+    assert ns["make"]().tolist() == [1.0, 1.0, 1.0]

@@ -110,6 +110,24 @@ def top_level_names(source: str) -> set[str]:
     return {n.name for n in tree.body if isinstance(n, DEFS)}
 
 
+def module_names(source: str) -> set[str]:
+    """Every top-level name a file binds: functions, classes, imports and assigned constants."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return set()
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, DEFS):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
 def _span(node: ast.stmt) -> tuple[int, int]:
     """1-based first and last line of a statement, decorators included."""
     start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
@@ -170,7 +188,7 @@ def whole_or_merged(old: str, answer: str) -> str:
     if not blocks:
         return parse_rewrite(answer)  # bare code, or the "no code block" error
     largest = max(blocks, key=len)
-    if top_level_names(old) <= top_level_names(largest):
+    if module_names(old) <= module_names(largest):  # keeps every import, constant and function
         return largest + "\n"
     return merge_definitions(old, blocks)
 
