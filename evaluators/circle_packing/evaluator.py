@@ -25,11 +25,12 @@ TOLERANCE = 1e-9
 
 TASK = f"""Pack {N_CIRCLES} circles into the unit square [0,1]x[0,1] so that the SUM OF THEIR RADII is as
 large as possible. Circles must lie fully inside the square and must not overlap. The best known sum
-is about {BEST_KNOWN}. Implement `construct_packing()` in packing.py: it returns (centers, radii),
-a ({N_CIRCLES}, 2) array of centres and a ({N_CIRCLES},) array of radii (numpy is available).
-The evaluator recomputes validity and the sum from what you return; it must finish within a few
-seconds. Ideas: hexagonal or grid-like arrangements, varied circle sizes, local optimisation of
-centres (e.g. scipy.optimize), then radii as large as the constraints allow."""
+is about {BEST_KNOWN}. `construct_packing()` in packing.py returns (centers, radii): a ({N_CIRCLES}, 2)
+array of centres and a ({N_CIRCLES},) array of radii (numpy is available). The evaluator recomputes
+validity and the sum from what you return; it must finish within a few seconds.
+Keep exactly {N_CIRCLES} circles and keep the helper functions the code uses. Small, targeted changes
+to the current construction (positions, ring sizes, how many circles go where, how the radii are
+grown) are more reliable than rewriting everything."""
 
 
 def check_packing(centers, radii, n: int = N_CIRCLES) -> tuple[float, float]:
