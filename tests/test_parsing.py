@@ -146,3 +146,18 @@ def test_a_block_without_the_imports_is_merged_not_taken_as_the_file():
     ns: dict = {}
     exec(compile(out, "m.py", "exec"), ns)
     assert ns["make"]().tolist() == [1.0, 1.0, 1.0]
+
+
+def test_before_and_after_blocks_are_a_search_replace_pair():
+    from orchestrator.mutation.operators import DiffOperator
+
+    answer = "Change f.\n```python\ny = x + 1\nreturn y\n```\nbecomes\n```python\ny = x * 3\nreturn y\n```"
+    out = DiffOperator().apply(SRC, answer)
+    assert "    y = x * 3\n    return y\n" in out and "def g():" in out
+
+
+def test_block_pairs_ignore_answers_of_another_shape():
+    from orchestrator.mutation.parsing import block_pairs
+
+    assert block_pairs(SRC, "```python\nnot in the code\n```\n```python\nx\n```") is None
+    assert block_pairs(SRC, "```python\ny = x + 1\n```") is None  # odd number of blocks

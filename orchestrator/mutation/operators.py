@@ -12,7 +12,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.mutation.parsing import ProposalInvalid, apply_edits, check_python, parse_diff, whole_or_merged
+from orchestrator.mutation.parsing import (
+    ProposalInvalid,
+    apply_edits,
+    block_pairs,
+    check_python,
+    parse_diff,
+    whole_or_merged,
+)
 from orchestrator.mutation.prompts import DIFF_INSTRUCTIONS, REWRITE_INSTRUCTIONS, ProposalContext, build_messages, render
 
 
@@ -84,8 +91,9 @@ class DiffOperator(FMOperator):
         try:
             edits = parse_diff(answer)
         except ProposalInvalid:
-            # models asked for a diff often answer with the whole file or a few rewritten functions
-            return whole_or_merged(old, answer)
+            # models asked for a diff often answer with before/after blocks, the whole file, or a
+            # few rewritten functions
+            return block_pairs(old, answer) or whole_or_merged(old, answer)
         return apply_edits(old, edits)
 
 

@@ -182,6 +182,18 @@ def _is_docstring(node: ast.stmt) -> bool:
     return isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant) and isinstance(node.value.value, str)
 
 
+def block_pairs(old: str, answer: str) -> str | None:
+    """Consecutive (before, after) code blocks used as SEARCH/REPLACE pairs, when every "before"
+    block is found in the code; None when the answer is not of that shape."""
+    blocks = code_blocks(answer)
+    if len(blocks) < 2 or len(blocks) % 2 or module_names(old) <= module_names(blocks[0]):
+        return None
+    try:
+        return apply_edits(old, [Edit(blocks[i], blocks[i + 1]) for i in range(0, len(blocks), 2)])
+    except ProposalInvalid:
+        return None
+
+
 def whole_or_merged(old: str, answer: str) -> str:
     """An answer's code as the new file: a complete file if one block is, else merged definitions."""
     blocks = code_blocks(answer)

@@ -15,11 +15,12 @@ SYSTEM = (
 )
 
 DIFF_INSTRUCTIONS = """Propose ONE focused improvement to {target}. First write one sentence saying what you change and why.
-Then give one or more SEARCH/REPLACE blocks in exactly this format:
+Then give one or more SEARCH/REPLACE blocks. The SEARCH part is copied exactly from the current
+program; the part after ======= replaces it. For example, to change one line:
 <<<<<<< SEARCH
-lines copied exactly from the current program
+    step = 0.1
 =======
-the new lines
+    step = 0.05
 >>>>>>> REPLACE"""
 
 REWRITE_INSTRUCTIONS = """Propose an improved version of {target}. First write one sentence saying what you change and why.
