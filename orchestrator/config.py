@@ -32,7 +32,7 @@ class EvaluatorSection(_Section):
 
 
 class MutationSection(_Section):
-    operators: dict[str, float] = Field(default_factory=lambda: {"diff": 0.6, "rewrite": 0.4})
+    operators: dict[str, float] = Field(default_factory=lambda: {"diff": 0.4, "tweak": 0.3, "rewrite": 0.3})
     exemplars: int = Field(2, ge=0, le=10)
     failures_shown: int = Field(2, ge=0, le=10)
 

@@ -161,3 +161,15 @@ def test_block_pairs_ignore_answers_of_another_shape():
 
     assert block_pairs(SRC, "```python\nnot in the code\n```\n```python\nx\n```") is None
     assert block_pairs(SRC, "```python\ny = x + 1\n```") is None  # odd number of blocks
+
+
+def test_tweak_operator_uses_its_own_instructions_and_diff_parsing():
+    from orchestrator.mutation.operators import BUILTIN, TweakOperator
+    from orchestrator.mutation.prompts import ProposalContext, build_messages
+
+    assert BUILTIN["tweak"] is TweakOperator
+    ctx = ProposalContext(task="T", parent_id=0, files={"a.py": SRC}, editable=["a.py"], target="a.py")
+    prompt = build_messages(ctx, TweakOperator.instructions)[-1]["content"]
+    assert "changing ONE or TWO numbers in it" in prompt
+    out = TweakOperator().apply(SRC, "Use 2.\n<<<<<<< SEARCH\n    return 2\n=======\n    return 3\n>>>>>>> REPLACE")
+    assert "return 3" in out

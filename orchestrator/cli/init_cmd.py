@@ -35,7 +35,7 @@ temperature = [0.5, 1.0] # sampled per call, with a fresh sampling seed per call
 concurrency = 2          # proposals in flight
 
 [mutation]
-operators = {{ diff = 0.6, rewrite = 0.4 }}
+operators = {{ diff = 0.4, tweak = 0.3, rewrite = 0.3 }}   # tweak: change one or two numbers
 exemplars = 2
 
 [selection]

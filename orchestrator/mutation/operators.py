@@ -20,7 +20,14 @@ from orchestrator.mutation.parsing import (
     parse_diff,
     whole_or_merged,
 )
-from orchestrator.mutation.prompts import DIFF_INSTRUCTIONS, REWRITE_INSTRUCTIONS, ProposalContext, build_messages, render
+from orchestrator.mutation.prompts import (
+    DIFF_INSTRUCTIONS,
+    REWRITE_INSTRUCTIONS,
+    TWEAK_INSTRUCTIONS,
+    ProposalContext,
+    build_messages,
+    render,
+)
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,13 @@ class DiffOperator(FMOperator):
         return apply_edits(old, edits)
 
 
+class TweakOperator(DiffOperator):
+    """A diff limited to one or two numbers: cheap local search that small models do reliably."""
+
+    name = "tweak"
+    instructions = TWEAK_INSTRUCTIONS
+
+
 class RewriteOperator(FMOperator):
     name = "rewrite"
     instructions = REWRITE_INSTRUCTIONS
@@ -106,7 +120,7 @@ class RewriteOperator(FMOperator):
         return whole_or_merged(old, answer)
 
 
-BUILTIN: dict[str, type[Operator]] = {"diff": DiffOperator, "rewrite": RewriteOperator}
+BUILTIN: dict[str, type[Operator]] = {"diff": DiffOperator, "tweak": TweakOperator, "rewrite": RewriteOperator}
 
 
 def summarise(answer: str, limit: int = 120) -> str:

@@ -23,6 +23,16 @@ program; the part after ======= replaces it. For example, to change one line:
     step = 0.05
 >>>>>>> REPLACE"""
 
+TWEAK_INSTRUCTIONS = """Improve {target} by changing ONE or TWO numbers in it (a size, a count, a position, a step, a
+threshold); keep everything else. First write one sentence saying which number you change and why.
+Then give SEARCH/REPLACE blocks. The SEARCH part is copied exactly from the current program; the part
+after ======= replaces it. For example:
+<<<<<<< SEARCH
+    step = 0.1
+=======
+    step = 0.05
+>>>>>>> REPLACE"""
+
 REWRITE_INSTRUCTIONS = """Propose an improved version of {target}. First write one sentence saying what you change and why.
 Then give the COMPLETE new {target} in one ```python code block."""
 
