@@ -150,8 +150,11 @@ SUSPECT = ("label", "eval_y", "row_task", "target", "hidden", "query_y", "answer
 def snoop(eval_x):
     found, checked = [], 0
     roots = [os.getcwd(), os.path.dirname(os.getcwd()), "/tmp", "/dev/shm"]
+    import sys
+    installs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)}  # visible read-only by design
     for root in roots:
         for dirpath, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(dirpath, d)) not in installs]
             for name in files:
                 path = os.path.join(dirpath, name)
                 checked += 1
