@@ -116,6 +116,20 @@ def safe_read(workdir: Path, relpath: str, max_bytes: int = 256 * 2**20) -> byte
         raise CandidateInvalid(str(e)) from None
 
 
+def load_npz_artifact(workdir: Path, relpath: str, max_bytes: int = 64 << 20) -> dict:
+    """Arrays of an .npz the candidate left (no links followed, no unpickling, size-capped)."""
+    import io
+
+    import numpy as np
+
+    data = safe_read(workdir, relpath, max_bytes)
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as e:  # any malformed file is the candidate's problem
+        raise CandidateInvalid(f"{relpath} is not a numpy .npz file: {type(e).__name__}") from None
+
+
 class Evaluator(abc.ABC):
     """Base class of every evaluator (built-in suites and plugins)."""
 

@@ -158,7 +158,7 @@ def test_checkpoint_loader_checks_shapes_finiteness_and_links(tmp_path):
     with pytest.raises(CandidateInvalid, match="^diverged: policy weights v.b1"):
         load_checkpoint(tmp_path / "nan.npz", _run_spec())
     os.symlink(tmp_path / "ok.npz", tmp_path / "link.npz")
-    with pytest.raises(CandidateInvalid, match="no policy checkpoint"):
+    with pytest.raises(CandidateInvalid, match="link.npz.* is a symlink: refused"):
         load_checkpoint(tmp_path / "link.npz", _run_spec())
     (tmp_path / "pickle.npz").write_bytes(b"\x80\x04K\x01.")
     with pytest.raises(CandidateInvalid, match="not a numpy"):

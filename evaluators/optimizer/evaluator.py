@@ -11,10 +11,8 @@ score = exp(-mean clipped ln(candidate loss / tuned-Adam loss)): 1 is parity wit
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
-import os
 import random
 import shutil
 from collections import OrderedDict
@@ -23,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluators.agent import load_manifest
-from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome
+from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, load_npz_artifact
 from evaluators import guard
 from evaluators.optimizer import suite
 from evaluators.optimizer.metrics import CLIP, FLOORS, aggregate, choose_lr, log_ratio, mean_std
@@ -144,18 +142,7 @@ def load_params(path: Path, task: dict) -> dict:
 
     from evaluators.optimizer.tasks import param_shapes
 
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as e:
-        raise CandidateInvalid(f"the harness left no parameters {path.name}: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_PARAMS_BYTES + 1)
-    if len(data) > MAX_PARAMS_BYTES:
-        raise CandidateInvalid(f"{path.name} is larger than {MAX_PARAMS_BYTES >> 20} MiB")
-    try:
-        arrays = dict(np.load(io.BytesIO(data), allow_pickle=False))
-    except Exception as e:
-        raise CandidateInvalid(f"{path.name} is not a numpy .npz file: {type(e).__name__}") from None
+    arrays = load_npz_artifact(path.parent, path.name, MAX_PARAMS_BYTES)
     S = len(task["seeds"])
     want = {k: (S, *s) for k, s in param_shapes(task["spec"]).items()}
     if set(arrays) != set(want):

@@ -11,9 +11,7 @@ reference (1, calibrated once, ``reference_returns.json``); held-out environment
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluators.agent import load_manifest
-from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome
+from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, load_npz_artifact
 from evaluators import guard
 from evaluators.rl_objective import suite
 from evaluators.rl_objective.metrics import mean_std, normalise, optimal_return
@@ -137,18 +135,7 @@ def load_checkpoint(path: Path, run: dict) -> dict:
     """Read a saved policy without following links or unpickling; check names, shapes, finiteness."""
     from evaluators.rl_objective.core import make_env, param_shapes  # torch imported lazily
 
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as e:
-        raise CandidateInvalid(f"the trainer left no policy checkpoint {path.name}: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_CKPT_BYTES + 1)
-    if len(data) > MAX_CKPT_BYTES:
-        raise CandidateInvalid(f"checkpoint {path.name} is larger than {MAX_CKPT_BYTES >> 20} MiB")
-    try:
-        arrays = dict(np.load(io.BytesIO(data), allow_pickle=False))
-    except Exception as e:  # any malformed file is the candidate's problem
-        raise CandidateInvalid(f"checkpoint {path.name} is not a numpy .npz file: {type(e).__name__}") from None
+    arrays = load_npz_artifact(path.parent, path.name, MAX_CKPT_BYTES)
     import torch
 
     env = make_env(run["env"], 1, 1, torch.Generator(), "cpu")
