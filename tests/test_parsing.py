@@ -173,3 +173,10 @@ def test_tweak_operator_uses_its_own_instructions_and_diff_parsing():
     assert "changing ONE or TWO numbers in it" in prompt
     out = TweakOperator().apply(SRC, "Use 2.\n<<<<<<< SEARCH\n    return 2\n=======\n    return 3\n>>>>>>> REPLACE")
     assert "return 3" in out
+
+
+def test_indented_function_blocks_are_dedented_before_merging():
+    from orchestrator.mutation.parsing import merge_definitions
+
+    out = merge_definitions(MERGE_SRC, ["    def keep():\n        return 'dedented'"])
+    assert "def keep():\n    return 'dedented'" in out

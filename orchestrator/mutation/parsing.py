@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import textwrap
 from dataclasses import dataclass
 
 SEARCH_RE = re.compile(
@@ -146,6 +147,7 @@ def merge_definitions(old: str, blocks: list[str]) -> str:
     appended: list[str] = []
     imports: list[str] = []
     for block in blocks:
+        block = textwrap.dedent(block)  # snippets copied from inside a function come indented
         try:
             parsed = ast.parse(block)
         except SyntaxError as e:
