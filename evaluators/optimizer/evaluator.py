@@ -10,7 +10,6 @@ score = exp(-mean clipped ln(candidate loss / tuned-Adam loss)): 1 is parity wit
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluators.agent import load_manifest
+from evaluators.tensors import checked_tensors, one_thread
 from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, load_npz_artifact
 from evaluators import guard
 from evaluators.optimizer import suite
@@ -138,36 +138,12 @@ def task_data(task: dict) -> tuple[dict, dict]:
 
 def load_params(path: Path, task: dict) -> dict:
     """Read the saved parameters without following links or unpickling; check names, shapes, finiteness."""
-    import torch
-
     from evaluators.optimizer.tasks import param_shapes
 
     arrays = load_npz_artifact(path.parent, path.name, MAX_PARAMS_BYTES)
     S = len(task["seeds"])
     want = {k: (S, *s) for k, s in param_shapes(task["spec"]).items()}
-    if set(arrays) != set(want):
-        raise CandidateInvalid(f"{path.name} holds {sorted(arrays)}, expected {sorted(want)}")
-    params = {}
-    for k, shape in want.items():
-        a = arrays[k]
-        if a.shape != shape or a.dtype.kind != "f":
-            raise CandidateInvalid(f"{path.name}: {k} has shape {a.shape} dtype {a.dtype}, expected {shape} float")
-        if not np.isfinite(a).all():
-            raise CandidateInvalid(f"diverged: final parameters {k} contain NaN or infinity")
-        params[k] = torch.from_numpy(a.astype(np.float32))
-    return params
-
-
-@contextlib.contextmanager
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return checked_tensors(arrays, want, name=path.name, what="final parameters")
 
 
 def adam_baseline(task: dict) -> tuple[float, list[float], list[float]]:
@@ -180,7 +156,7 @@ def adam_baseline(task: dict) -> tuple[float, list[float], list[float]]:
     def compute():
         train, held = task_data(task)
         seeds, grid = task["seeds"], baseline.LR_GRID
-        with _one_thread():
+        with one_thread():
             torch.set_flush_denormal(True)
             try:
                 final = harness.train(task["spec"], train, baseline.AdamGrid(grid, len(seeds)), seeds * len(grid),
@@ -210,7 +186,7 @@ def score_task(task: dict, params: dict) -> dict:
     from evaluators.optimizer import tasks as T
 
     _, held = task_data(task)
-    with _one_thread():
+    with one_thread():
         losses = T.heldout_loss(task["spec"], held, params, task["seeds"]).tolist()
     if not all(math.isfinite(v) for v in losses):
         raise CandidateInvalid(f"diverged: the held-out loss is not finite on a {task['spec']['kind']} task")

@@ -10,7 +10,6 @@ reference (1, calibrated once, ``reference_returns.json``); held-out environment
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluators.agent import load_manifest
+from evaluators.tensors import checked_tensors, one_thread
 from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, load_npz_artifact
 from evaluators import guard
 from evaluators.rl_objective import suite
@@ -141,29 +141,7 @@ def load_checkpoint(path: Path, run: dict) -> dict:
     env = make_env(run["env"], 1, 1, torch.Generator(), "cpu")
     S = len(run["seeds"])
     want = {k: (S, *s) for k, s in param_shapes(env.obs_dim, env.n_actions).items()}
-    if set(arrays) != set(want):
-        raise CandidateInvalid(f"checkpoint {path.name} holds {sorted(arrays)}, expected {sorted(want)}")
-    params = {}
-    for k, shape in want.items():
-        a = arrays[k]
-        if a.shape != shape or a.dtype.kind != "f":
-            raise CandidateInvalid(f"checkpoint {path.name}: {k} has shape {a.shape} dtype {a.dtype}, expected {shape} float")
-        if not np.isfinite(a).all():
-            raise CandidateInvalid(f"diverged: policy weights {k} contain NaN or infinity")
-        params[k] = torch.from_numpy(a.astype(np.float32))
-    return params
-
-
-@contextlib.contextmanager
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return checked_tensors(arrays, want, name=f"checkpoint {path.name}", what="policy weights")
 
 
 def score_run(run: dict, params: dict, reference: dict, stage: str, seed: int) -> dict:
@@ -175,7 +153,7 @@ def score_run(run: dict, params: dict, reference: dict, stage: str, seed: int) -
     torch.set_flush_denormal(True)
     kind = run["env"]["kind"]
     eval_seed = random.Random(f"rl_objective/eval/{seed}/{stage}/{run['id']}").getrandbits(31)
-    with _one_thread():
+    with one_thread():
         returns = episode_returns(run["env"], params, suite.EVAL_EPISODES[kind], eval_seed).mean(1).tolist()
         one = {k: v[:1] for k, v in params.items()}
         rand = episode_returns(run["env"], one, suite.RANDOM_EPISODES, eval_seed + 1, policy="random").mean().item()
