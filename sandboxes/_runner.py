@@ -55,6 +55,8 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # How often the wait loop wakes while a limit must be polled (tree CPU time, /proc tracking).
 POLL_S = 0.05
 REAPER_GRACE_S = 2.0  # how long the subreaper wrapper gets to kill its adopted orphans
+from ._reaper import _descendants as _reaper_descendants  # noqa: E402
+
 _REAPER = str(Path(__file__).with_name("_reaper.py"))
 
 _EFBIG_MARKERS = ("File too large", "[Errno 27]", "File size limit exceeded")
@@ -301,22 +303,8 @@ def execute(
             cg.remove()
 
 
-def _descendants(root: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    stat = f.read()
-                kids.setdefault(int(stat[stat.rfind(b")") + 2:].split()[1]), []).append(int(name))
-            except (OSError, IndexError, ValueError):
-                continue
-    out, stack = [], [root]
-    while stack:
-        for c in kids.get(stack.pop(), ()):
-            out.append(c)
-            stack.append(c)
-    return out
+# one walk of /proc for both: the reaper is standalone (stdlib only), so the package imports it
+_descendants = _reaper_descendants
 
 
 def _release_paused(pid: int, handshake: tuple[int, int], cg, rl, deadline: float) -> None:
