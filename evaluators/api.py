@@ -141,6 +141,9 @@ class Evaluator(abc.ABC):
     stages: ClassVar[Sequence[Stage]]
     #: every metric the evaluator reports
     metrics: ClassVar[Sequence[MetricSpec]]
+    #: directions worth trying (domain knowledge, like a researcher's notes); a proposal's prompt
+    #: carries one of them, picked at random, with probability ``[mutation] idea_share``
+    ideas: ClassVar[Sequence[str]] = ()
 
     def __init__(self, **options: Any) -> None:
         """``options`` come from the campaign's ``[evaluator.options]`` table."""

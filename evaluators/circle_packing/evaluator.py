@@ -65,9 +65,31 @@ def check_packing(centers, radii, n: int = N_CIRCLES) -> tuple[float, float]:
     return float(r.sum()), max(worst_wall, worst_overlap, 0.0)
 
 
+def radius_slack(centers, radii) -> float:
+    """How much the sum would gain by growing each circle in turn, centres fixed, until it touches
+    a wall or a neighbour: a hint that the radii, not the positions, are what to improve."""
+    c = np.asarray(centers, dtype=float)
+    r = np.array(radii, dtype=float)
+    d = np.linalg.norm(c[:, None, :] - c[None, :, :], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    wall = np.minimum.reduce([c[:, 0], c[:, 1], 1 - c[:, 0], 1 - c[:, 1]])
+    before = r.sum()
+    for i in range(len(r)):
+        r[i] = max(r[i], min(wall[i], float(np.min(d[i] - r))))
+    return float(r.sum() - before)
+
+
 class CirclePackingEvaluator(Evaluator):
     name = "circle_packing"
     task = TASK
+    # general circle-packing knowledge, at the level of OpenEvolve's example prompt; no numbers
+    ideas = (
+        "Rotate one ring by a small angle offset so its circles sit between those of the other ring.",
+        "Move a ring slightly inwards or outwards so its circles touch their neighbours without overlapping.",
+        "Change how many circles go in each ring, keeping 26 circles in total.",
+        "After the radii are computed, grow each circle in turn until it touches a neighbour or a wall.",
+        "Circles in the corners and along the walls can be larger; dense regions often follow hexagonal patterns.",
+    )
     stages = (
         Stage(
             "full",
@@ -113,6 +135,12 @@ class CirclePackingEvaluator(Evaluator):
         )
         if math.isclose(total, 0.0):
             feedback += "; all radii are zero"
+        slack = radius_slack(centers, radii_arr)
+        if slack > 1e-4:
+            feedback += (
+                f"; the radii are not tight: growing each circle in turn until it touches a wall or a "
+                f"neighbour (centres unchanged) would add {slack:.4f} to the sum"
+            )
         return StageOutcome(
             score=total / BEST_KNOWN,
             metrics={"sum_radii": total, "valid": 1.0, "max_violation": violation},
