@@ -24,7 +24,8 @@ from orchestrator import admission, selection
 from orchestrator.budget import Usage, exhausted
 from orchestrator.config import CampaignConfig
 from orchestrator.executor import EvalJob, Executor, LocalExecutor, SandboxSpec
-from orchestrator.mutation.operators import BUILTIN as BUILTIN_OPERATORS
+from orchestrator.mutation import BUILTIN as BUILTIN_OPERATORS
+from orchestrator.mutation.refine import text_key
 from orchestrator.mutation.operators import Operator, Sampling, summarise
 from orchestrator.mutation.prompts import Exemplar, ProposalContext
 from orchestrator.plugins import resolve as resolve_plugin
@@ -80,6 +81,11 @@ class Campaign:
         self.admit_policy = admission.resolve(cfg.admission.policy)
         self.admit_rule = admission.AdmissionRule(cfg.admission.leeway, cfg.admission.reference)
         self.operators = {name: _operator(name) for name in cfg.mutation.operators}
+        if all(op.needs_origin or cfg.mutation.operators[n] <= 0 for n, op in self.operators.items()):
+            raise CampaignError(
+                "[mutation].operators: every operator with a weight needs a changed node to work from "
+                f"({', '.join(self.operators)}); add one that writes children itself, e.g. diff"
+            )
         self.executor = executor or LocalExecutor(cfg.evaluation.workers)
         self.on_update = on_update or (lambda stats: None)
         self.sandbox = SandboxSpec(cfg.sandbox.backend, cfg.sandbox.trusted, cfg.evaluation.use_gpu, cfg.evaluation.evals_per_gpu)
@@ -87,6 +93,7 @@ class Campaign:
         self.stats = Stats()
         self.nodes: dict[int, Node] = {}  # cache of every row; the main thread is the only writer
         self._files: dict[int, dict[str, bytes]] = {}
+        self._accepted: dict[tuple[str, int], bool] = {}
         self.archive: Archive | None = None
         self.prior_wall_s = 0.0  # wall-clock of earlier runs of this campaign (resumes)
         self._t0 = time.monotonic()
@@ -213,16 +220,26 @@ class Campaign:
 
     def _submit_proposal(self, pool: ThreadPoolExecutor) -> tuple[Future, tuple]:
         t0 = time.perf_counter()
-        parent = self._select_parent()
-        name = self.rng.choices(list(self.operators), weights=list(self.cfg.mutation.operators.values()))[0]
-        ctx = self._context(parent)
+        weights = self.cfg.mutation.operators
+        name = self.rng.choices(list(weights), weights=list(weights.values()))[0]
+        parent = self._select_parent(self.operators[name])
+        if parent is None:  # nothing this operator can work from yet: one that needs no origin
+            free = {n: w for n, w in weights.items() if not self.operators[n].needs_origin and w > 0}
+            name = self.rng.choices(list(free), weights=list(free.values()))[0]
+            parent = self._select_parent(self.operators[name])
+        op = self.operators[name]
+        ctx = self._context(parent, with_origin=op.needs_origin)
         sampling = Sampling(self.cfg.fm.sample_temperature(self.rng), self.rng.randrange(2**31), self.cfg.fm.max_tokens)
         self.stats.started += 1
-        fut = pool.submit(_timed, self.operators[name].propose, ctx, self.fm, sampling)
+        fut = pool.submit(_timed, op.propose, ctx, self.fm, sampling)
         return fut, (parent.id, name, ctx, time.perf_counter() - t0)
 
-    def _select_parent(self) -> Node:
+    def _select_parent(self, op: Operator) -> Node | None:
         eligible = [n for n in self.nodes.values() if n.status == NodeStatus.ADMITTED and n.score is not None]
+        if op.needs_origin:
+            eligible = [n for n in eligible if self._accepts(op, n)]
+            if not eligible:
+                return None
         counts = {}
         for n in self.nodes.values():
             if n.parent_id is not None and n.status == NodeStatus.ADMITTED:
@@ -230,12 +247,28 @@ class Campaign:
         probs = self.select_policy([n.score for n in eligible], [counts.get(n.id, 0) for n in eligible])
         return eligible[selection.sample(probs, self.rng)[0]]
 
-    def _context(self, parent: Node) -> ProposalContext:
-        files = self._files_of(parent.id)
+    def _accepts(self, op: Operator, node: Node) -> bool:
+        """Whether ``op`` can work from ``node`` and its parent; cached, nodes never change code."""
+        key = (op.name, node.id)
+        if key not in self._accepted:
+            origin = self.nodes.get(node.parent_id) if node.parent_id is not None else None
+            self._accepted[key] = (
+                origin is not None and origin.score is not None
+                and op.accepts(self._texts(node.id), self._texts(origin.id))
+            )
+        return self._accepted[key]
+
+    def _texts(self, node_id: int) -> dict[str, str]:
+        """The node's editable files as text."""
+        files = self._files_of(node_id)
         if MANIFEST not in files:
-            raise CampaignError(f"node {parent.id} has no {MANIFEST}")
-        manifest = parse_manifest(files[MANIFEST].decode(), files, source=f"node {parent.id}: {MANIFEST}")
-        texts = {p: files[p].decode("utf-8", "replace") for p in manifest.editable}
+            raise CampaignError(f"node {node_id} has no {MANIFEST}")
+        manifest = parse_manifest(files[MANIFEST].decode(), files, source=f"node {node_id}: {MANIFEST}")
+        return {p: files[p].decode("utf-8", "replace") for p in manifest.editable}
+
+    def _context(self, parent: Node, *, with_origin: bool = False) -> ProposalContext:
+        texts = self._texts(parent.id)
+        editable = list(texts)
         others = sorted(
             (n for n in self.nodes.values() if n.status == NodeStatus.ADMITTED and n.id != parent.id and n.score is not None),
             key=lambda n: -n.score,
@@ -248,14 +281,31 @@ class Campaign:
             task=self.evaluator.task,
             parent_id=parent.id,
             files=texts,
-            editable=list(manifest.editable),
-            target=self.rng.choice(manifest.editable),
+            editable=editable,
+            target=self.rng.choice(editable),
             score=parent.score,
             public_metrics=dict(parent.public_metrics),
             feedback=parent.feedback,
             exemplars=[Exemplar(n.id, n.score, dict(n.public_metrics), n.feedback.split("\n")[0]) for n in others],
             failures=list(failures.values())[: self.cfg.mutation.failures_shown],
+            idea=self._pick_idea(),
+            **(self._origin(parent) if with_origin else {}),
         )
+
+    def _origin(self, parent: Node) -> dict[str, Any]:
+        origin = self.nodes[parent.parent_id]
+        children = [n.id for n in self.nodes.values() if n.parent_id == parent.id and n.commit]
+        return {
+            "origin": self._texts(origin.id),
+            "origin_score": origin.score,
+            "tried": frozenset(text_key(self._texts(c)) for c in children),
+        }
+
+    def _pick_idea(self) -> str:
+        ideas = [*self.evaluator.ideas, *self.cfg.mutation.ideas]
+        if ideas and self.rng.random() < self.cfg.mutation.idea_share:
+            return self.rng.choice(ideas)
+        return ""
 
     def _record_proposal(self, fut: Future, parent_id: int, op: str, ctx: ProposalContext, select_s: float) -> int | None:
         """Write the attempt as a node; return its id when it should be evaluated."""
@@ -275,7 +325,7 @@ class Campaign:
             return None
         c = proposal.completion
         common = dict(
-            operator=op, fm_model=getattr(c, "model", "") or self.cfg.fm.model, prompt=proposal.prompt,
+            operator=op, fm_model=(getattr(c, "model", "") or self.cfg.fm.model) if c is not None else "", prompt=proposal.prompt,
             response=proposal.response, prompt_tokens=getattr(c, "prompt_tokens", 0),
             completion_tokens=getattr(c, "completion_tokens", 0), cost_usd=getattr(c, "cost_usd", 0.0),
         )

@@ -32,9 +32,14 @@ class EvaluatorSection(_Section):
 
 
 class MutationSection(_Section):
-    operators: dict[str, float] = Field(default_factory=lambda: {"diff": 0.4, "tweak": 0.3, "rewrite": 0.3})
+    operators: dict[str, float] = Field(
+        default_factory=lambda: {"diff": 0.35, "tweak": 0.2, "function": 0.1, "rewrite": 0.1, "refine": 0.25}
+    )
     exemplars: int = Field(2, ge=0, le=10)
     failures_shown: int = Field(2, ge=0, le=10)
+    # one idea per prompt, drawn from the evaluator's ideas plus these, with this probability
+    ideas: list[str] = Field(default_factory=list)
+    idea_share: float = Field(0.5, ge=0, le=1)
 
     @field_validator("operators")
     @classmethod

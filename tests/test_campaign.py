@@ -10,9 +10,11 @@ import pytest
 
 from archive import Archive, NodeStatus
 from orchestrator.campaign import Campaign, CampaignError
+from orchestrator.cli.archive_cmds import _summary
+from evaluators.circle_packing.evaluator import CirclePackingEvaluator
 from orchestrator.config import load_config
 from orchestrator.fm.client import FMClient
-from tests.campaign_helpers import CHEAT, CRASH, GRID, LOOP, NAN, OVERLAP, SYNTAX, rewrite, write_config
+from tests.campaign_helpers import CHEAT, CRASH, GRID, LOOP, NAN, OVERLAP, SEED_CODE, SYNTAX, rewrite, write_config
 from tests.fm_server import Delay, Garbage, Reply, ScriptedFMServer, Status
 
 
@@ -184,3 +186,52 @@ def test_invalid_seed_stops_the_campaign_with_the_reason(tmp_path):
         assert srv.requests == []
     with Archive.open(tmp_path / "run", readonly=True) as archive:
         assert archive.get(0).status == NodeStatus.INVALID  # recorded, not lost
+
+
+def test_ideas_reach_prompts_at_the_configured_share(tmp_path):
+    (tmp_path / "all").mkdir(), (tmp_path / "none").mkdir()
+    ideas = 'ideas = ["IDEA-ONE: rotate a ring", "IDEA-TWO: use a grid"]\nidea_share = 1.0'
+    with ScriptedFMServer([], default=Reply("no idea")) as srv:
+        run_campaign(tmp_path / "all", srv, iterations=6, operators="{ rewrite = 1.0 }\n" + ideas)
+        prompts = [r["messages"][-1]["content"] for r in srv.requests]
+    assert all("## An idea you may try\n" in p for p in prompts)
+    shown = {p.split("## An idea you may try\n")[1].split("\n")[0] for p in prompts}
+    assert shown <= {"IDEA-ONE: rotate a ring", "IDEA-TWO: use a grid", *CirclePackingEvaluator.ideas}
+    assert shown & {"IDEA-ONE: rotate a ring", "IDEA-TWO: use a grid"}  # the campaign's own are drawn too
+    with ScriptedFMServer([], default=Reply("no idea")) as srv:
+        run_campaign(tmp_path / "none", srv, iterations=4, operators="{ rewrite = 1.0 }\n" + ideas.replace("1.0", "0.0"))
+        assert not any("An idea" in r["messages"][-1]["content"] for r in srv.requests)
+
+
+def test_refine_searches_along_the_fm_numeric_change_without_calling_the_fm(tmp_path):
+    inner = "centers[1 + i] = [0.5 + 0.3 * np.cos(angle), 0.5 + 0.3 * np.sin(angle)]"
+    smaller = inner.replace("0.3 *", "0.25 *")
+    script = [Reply(f"Shrink the inner ring.\n<<<<<<< SEARCH\n{inner}\n=======\n{smaller}\n>>>>>>> REPLACE")]
+    # later answers come slowly, so the model's step has been evaluated when refine is drawn
+    with ScriptedFMServer(script, default=Delay(0.5, Reply("no idea"))) as srv:
+        run_campaign(tmp_path, srv, iterations=10, operators="{ diff = 0.4, refine = 0.6 }")
+        fm_calls = len(srv.requests)
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        nodes = archive.nodes()
+        step = next(n for n in nodes if n.operator == "diff" and n.status == NodeStatus.ADMITTED)
+        refined = [n for n in nodes if n.operator == "refine"]
+        assert refined and fm_calls == len(nodes) - 1 - len(refined)  # refine never calls the FM
+        for n in refined:
+            code = archive.read_files(n.id)["packing.py"].decode()
+            assert n.status == NodeStatus.ADMITTED and n.fm_model == "" and n.prompt_tokens == 0
+            changed = [line for line in code.split("\n") if line not in SEED_CODE.split("\n")]
+            assert len(changed) == 1 and "centers[1 + i] = [0.5 + 0." in changed[0]  # only the inner ring moved
+        # the model's step (0.3 → 0.25) hurt; every shorter or reversed step scores higher than it
+        first = [n for n in refined if n.parent_id == step.id]
+        assert first and all(n.score > step.score for n in first)
+        assert archive.check() == []
+        summary = _summary(archive)  # what `dgm status` shows
+        assert summary["fm_calls"] == fm_calls
+        assert summary["operators"]["refine"]["attempts"] == len(refined)
+        assert summary["operators"]["refine"]["better_than_parent"] >= len(first)
+
+
+def test_a_mix_of_only_refine_is_refused_with_the_reason(tmp_path):
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", iterations=3, operators="{ refine = 1.0, diff = 0 }"))
+    with pytest.raises(CampaignError, match=r"\[mutation\].operators: every operator with a weight needs a changed node"):
+        Campaign(cfg, tmp_path / "run", fm=None)

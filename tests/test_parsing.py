@@ -164,7 +164,8 @@ def test_block_pairs_ignore_answers_of_another_shape():
 
 
 def test_tweak_operator_uses_its_own_instructions_and_diff_parsing():
-    from orchestrator.mutation.operators import BUILTIN, TweakOperator
+    from orchestrator.mutation import BUILTIN
+    from orchestrator.mutation.operators import TweakOperator
     from orchestrator.mutation.prompts import ProposalContext, build_messages
 
     assert BUILTIN["tweak"] is TweakOperator
@@ -180,3 +181,107 @@ def test_indented_function_blocks_are_dedented_before_merging():
 
     out = merge_definitions(MERGE_SRC, ["    def keep():\n        return 'dedented'"])
     assert "def keep():\n    return 'dedented'" in out
+
+
+class _OneAnswerFM:
+    """Records the prompt and answers with a fixed text (the operator's FM seam, without HTTP)."""
+
+    def __init__(self, answer: str):
+        self.answer, self.messages = answer, None
+
+    def complete(self, messages, **_):
+        from orchestrator.fm.client import Completion
+
+        self.messages = messages
+        return Completion(self.answer, "m", 1, 1, 0.0, 0.0, 1, "stop")
+
+
+def _function_proposal(answer: str, seed: int, src: str = SRC):
+    from orchestrator.mutation.operators import FunctionOperator, Sampling
+    from orchestrator.mutation.prompts import ProposalContext
+
+    fm = _OneAnswerFM(answer)
+    ctx = ProposalContext(task="T", parent_id=0, files={"a.py": src}, editable=["a.py"], target="a.py")
+    return FunctionOperator().propose(ctx, fm, Sampling(0.7, seed, 100)), fm.messages[-1]["content"]
+
+
+def test_function_operator_names_one_function_picked_by_the_sampling_seed():
+    asked = {_function_proposal("x", seed)[1].split("Improve the function `")[1].split("`")[0] for seed in range(20)}
+    assert asked == {"f", "g"}  # both functions get picked across seeds
+    _, again = _function_proposal("x", 3)
+    assert again == _function_proposal("x", 3)[1]  # and the same seed asks for the same one
+
+
+def test_function_operator_replaces_only_the_returned_function_and_adds_helpers():
+    answer = "Double it.\n```python\ndef f(x):\n    return twice(x)\n\ndef twice(x):\n    return 2 * x\n```"
+    proposal, _ = _function_proposal(answer, 0)
+    new = proposal.files["a.py"]
+    assert "return twice(x)" in new and "def twice(x):" in new and "def g():\n    return 2" in new
+    assert "y = x + 1" not in new
+
+
+def test_function_operator_rejects_an_answer_that_redefines_nothing():
+    proposal, _ = _function_proposal("```python\nz = 3\n```", 0)
+    assert not proposal.valid and "redefine none" in proposal.error
+
+
+def test_function_operator_on_a_file_without_functions_asks_for_the_whole_file():
+    proposal, prompt = _function_proposal("```python\nX = 2\n```", 0, src="X = 1\n")
+    assert "COMPLETE new a.py" in prompt and proposal.files == {"a.py": "X = 2\n"}
+
+
+RINGS = """import numpy as np
+
+
+def build():
+    for i in range(8):
+        c[i] = [0.5 + 0.3 * np.cos(a), 0.5 + 0.3 * np.sin(a)]
+    for i in range(17):
+        c[9 + i] = [0.5 + 0.45 * np.cos(a), 0.5 + 0.45 * np.sin(a)]
+    return c
+"""
+
+
+def test_a_bare_changed_line_replaces_the_parent_line_of_the_same_shape():
+    from orchestrator.mutation.parsing import any_edit
+
+    answer = "Grow the inner ring.\n```python\nc[i] = [0.5 + 0.31 * np.cos(a), 0.5 + 0.31 * np.sin(a)]\n```"
+    out = any_edit(RINGS, answer)
+    assert "        c[i] = [0.5 + 0.31 * np.cos(a), 0.5 + 0.31 * np.sin(a)]\n" in out  # parent's indentation kept
+    assert out.count("0.45") == 2 and out.count("0.31") == 2
+
+
+def test_a_changed_line_goes_to_the_same_shaped_line_sharing_most_numbers():
+    from orchestrator.mutation.parsing import line_edits
+
+    # both loops have the shape "for i in range(#):"; both rings "c[# + i] = ..." (the second one only)
+    out = line_edits(RINGS, "    for i in range(17):\n        c[9 + i] = [0.5 + 0.44 * np.cos(a), 0.5 + 0.44 * np.sin(a)]")
+    assert "c[9 + i] = [0.5 + 0.44" in out and "0.5 + 0.3 *" in out
+    assert line_edits(RINGS, "for i in range(10):") is None  # 8 or 17? tied: not guessed
+    assert line_edits(RINGS, "for i in range(8):") is None  # nothing changes
+
+
+def test_a_replace_half_without_a_matching_search_still_applies_its_changed_lines():
+    from orchestrator.mutation.parsing import any_edit
+
+    answer = (
+        "<<<<<<< SEARCH\n    for j in range(17):  # not the parent's line\n=======\n"
+        "    for i in range(17):\n        c[9 + i] = [0.5 + 0.46 * np.cos(a), 0.5 + 0.46 * np.sin(a)]\n>>>>>>> REPLACE"
+    )
+    assert "0.5 + 0.46 * np.cos(a)" in any_edit(RINGS, answer)
+
+
+def test_edit_markers_inside_before_after_fences_are_ignored():
+    from orchestrator.mutation.parsing import any_edit
+
+    answer = "```\n>>>>>>> SEARCH\n    for i in range(8):\n```\n\n```\n>>>>>>> SEARCH\n    for i in range(9):\n```"
+    assert "for i in range(9):\n        c[i]" in any_edit(RINGS, answer)
+
+
+def test_an_answer_with_no_usable_edit_keeps_the_most_telling_error():
+    from orchestrator.mutation.parsing import any_edit
+
+    with pytest.raises(ProposalInvalid, match="does not match the current code"):
+        any_edit(RINGS, "<<<<<<< SEARCH\nstep = 0.1\n=======\nstep = 0.05\n>>>>>>> REPLACE")
+    with pytest.raises(ProposalInvalid, match="redefine none"):
+        any_edit(RINGS, "```python\nstep = 0.05\n```")

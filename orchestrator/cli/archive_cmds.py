@@ -51,6 +51,18 @@ def _summary(archive: Archive) -> dict:
         counts[n.status.value] += 1
     best = archive.best(1)
     seed = next((n for n in nodes if n.parent_id is None), None)
+    by_id = {n.id: n for n in nodes}
+    operators: dict[str, dict[str, int]] = {}
+    for n in nodes:
+        if n.parent_id is None:
+            continue
+        row = operators.setdefault(n.operator, {"attempts": 0, "valid": 0, "better_than_parent": 0, "better_than_seed": 0})
+        row["attempts"] += 1
+        if n.status in (NodeStatus.ADMITTED, NodeStatus.REJECTED) and n.score is not None:
+            row["valid"] += 1
+            parent = by_id.get(n.parent_id)
+            row["better_than_parent"] += parent is not None and parent.score is not None and n.score > parent.score
+            row["better_than_seed"] += seed is not None and seed.score is not None and n.score > seed.score
     return {
         "run_dir": str(archive.run_dir),
         "campaign": archive.campaign,
@@ -59,7 +71,8 @@ def _summary(archive: Archive) -> dict:
         "counts": counts,
         "best": {"id": best[0].id, "score": best[0].score, "public_metrics": best[0].public_metrics} if best else None,
         "seed_score": seed.score if seed else None,
-        "fm_calls": sum(1 for n in nodes if n.parent_id is not None and n.operator),
+        "fm_calls": sum(1 for n in nodes if n.parent_id is not None and n.fm_model),  # refine calls none
+        "operators": operators,
         "tokens": sum(n.prompt_tokens + n.completion_tokens for n in nodes),
         "cost_usd": round(sum(n.cost_usd for n in nodes), 6),
         "last_update": max((n.updated_at for n in nodes), default=None),
@@ -82,6 +95,11 @@ def status(run_dir: Path, as_json: bool) -> None:
         click.echo(f"  best: node {s['best']['id']} score {s['best']['score']:.4f} {s['best']['public_metrics']}")
     click.echo(f"  seed score: {s['seed_score']}")
     click.echo(f"  FM: {s['fm_calls']} calls, {s['tokens']:,} tokens, ${s['cost_usd']:.4f}")
+    for name, row in sorted(s["operators"].items()):
+        click.echo(
+            f"  {name}: {row['attempts']} attempts, {row['valid']} valid, "
+            f"{row['better_than_parent']} better than their parent, {row['better_than_seed']} better than the seed"
+        )
 
 
 @click.group()

@@ -35,7 +35,11 @@ temperature = [0.5, 1.0] # sampled per call, with a fresh sampling seed per call
 concurrency = 2          # proposals in flight
 
 [mutation]
-operators = {{ diff = 0.4, tweak = 0.3, rewrite = 0.3 }}   # tweak: change one or two numbers
+operators = {{ diff = 0.35, tweak = 0.2, function = 0.1, rewrite = 0.1, refine = 0.25 }}
+# diff: SEARCH/REPLACE edits; tweak: one or two numbers; function: one whole function; rewrite: the
+# whole file; refine: no FM call, a line search along a numeric change the FM made
+# ideas = ["..."]        # directions to try, added to the evaluator's own; one per prompt
+# idea_share = 0.5       # share of prompts that carry an idea
 exemplars = 2
 
 [selection]

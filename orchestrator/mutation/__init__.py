@@ -1,1 +1,7 @@
 """Mutation: prompts, FM answer parsing, and the operators that turn a parent into a child."""
+
+from orchestrator.mutation.operators import FM_OPERATORS, Operator
+from orchestrator.mutation.refine import RefineOperator
+
+#: operators known by name in ``[mutation] operators``; any other name is a ``module:Class`` plugin
+BUILTIN: dict[str, type[Operator]] = {**FM_OPERATORS, "refine": RefineOperator}

@@ -8,20 +8,24 @@ inside a sandbox) implements the same method, so the loop does not care who wrot
 from __future__ import annotations
 
 import abc
+import random
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.mutation.parsing import (
     ProposalInvalid,
-    apply_edits,
-    block_pairs,
+    any_edit,
     check_python,
-    parse_diff,
+    code_blocks,
+    definitions,
+    merge_definitions,
+    parse_rewrite,
     whole_or_merged,
 )
 from orchestrator.mutation.prompts import (
     DIFF_INSTRUCTIONS,
+    FUNCTION_INSTRUCTIONS,
     REWRITE_INSTRUCTIONS,
     TWEAK_INSTRUCTIONS,
     ProposalContext,
@@ -55,6 +59,13 @@ class Proposal:
 
 class Operator(abc.ABC):
     name: str
+    #: True when the operator works from a node AND its parent (``ctx.origin``): the loop then
+    #: picks the node among those the operator ``accepts``
+    needs_origin: bool = False
+
+    def accepts(self, files: dict[str, str], origin: dict[str, str]) -> bool:
+        """Whether a node (its editable files) and its parent's (``origin``) can be worked from."""
+        return True
 
     @abc.abstractmethod
     def propose(self, ctx: ProposalContext, fm: Any, sampling: Sampling) -> Proposal:
@@ -66,8 +77,12 @@ class FMOperator(Operator):
 
     instructions: str
 
+    def instructions_for(self, ctx: ProposalContext, sampling: Sampling) -> str:
+        """The closing request of the prompt; ``{target}`` is filled in by the prompt builder."""
+        return self.instructions
+
     def propose(self, ctx: ProposalContext, fm: Any, sampling: Sampling) -> Proposal:
-        messages = build_messages(ctx, self.instructions)
+        messages = build_messages(ctx, self.instructions_for(ctx, sampling))
         completion = fm.complete(
             messages, temperature=sampling.temperature, seed=sampling.seed, max_tokens=sampling.max_tokens,
             node_tag=f"parent-{ctx.parent_id}",
@@ -95,13 +110,9 @@ class DiffOperator(FMOperator):
     instructions = DIFF_INSTRUCTIONS
 
     def apply(self, old: str, answer: str) -> str:
-        try:
-            edits = parse_diff(answer)
-        except ProposalInvalid:
-            # models asked for a diff often answer with before/after blocks, the whole file, or a
-            # few rewritten functions
-            return block_pairs(old, answer) or whole_or_merged(old, answer)
-        return apply_edits(old, edits)
+        # models asked for a diff often answer with before/after blocks, the whole file, a few
+        # rewritten functions or just the changed lines: any_edit takes each shape
+        return any_edit(old, answer)
 
 
 class TweakOperator(DiffOperator):
@@ -120,7 +131,37 @@ class RewriteOperator(FMOperator):
         return whole_or_merged(old, answer)
 
 
-BUILTIN: dict[str, type[Operator]] = {"diff": DiffOperator, "tweak": TweakOperator, "rewrite": RewriteOperator}
+class FunctionOperator(FMOperator):
+    """Rewrite ONE top-level function (or class) of the file, picked at random per proposal.
+
+    Writing one whole function is the task small code models are trained on, and the answer is a
+    fraction of a file (fewer tokens, fewer ways to break the rest of the program). The new
+    definition replaces the old one by name; new helper functions in the answer are added.
+    """
+
+    name = "function"
+    instructions = FUNCTION_INSTRUCTIONS
+
+    def instructions_for(self, ctx: ProposalContext, sampling: Sampling) -> str:
+        names = definitions(ctx.files[ctx.target])
+        if not names:  # a file without functions: nothing to pick, ask for the whole file instead
+            return REWRITE_INSTRUCTIONS
+        # drawn from the per-call sampling seed; the prompt, naming the function, is kept on the node
+        return self.instructions.replace("{name}", random.Random(sampling.seed).choice(names))
+
+    def apply(self, old: str, answer: str) -> str:
+        if not definitions(old):
+            return whole_or_merged(old, answer)
+        blocks = code_blocks(answer) or [parse_rewrite(answer)]
+        return merge_definitions(old, blocks)
+
+
+FM_OPERATORS: dict[str, type[Operator]] = {
+    "diff": DiffOperator,
+    "tweak": TweakOperator,
+    "rewrite": RewriteOperator,
+    "function": FunctionOperator,
+}
 
 
 def summarise(answer: str, limit: int = 120) -> str:

@@ -102,13 +102,13 @@ def code_blocks(text: str) -> list[str]:
 DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
-def top_level_names(source: str) -> set[str]:
-    """Names of top-level functions and classes (empty if the source does not parse)."""
+def definitions(source: str) -> list[str]:
+    """Names of top-level functions and classes in file order (empty if the source does not parse)."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
-        return set()
-    return {n.name for n in tree.body if isinstance(n, DEFS)}
+        return []
+    return [n.name for n in tree.body if isinstance(n, DEFS)]
 
 
 def module_names(source: str) -> set[str]:
@@ -187,7 +187,8 @@ def _is_docstring(node: ast.stmt) -> bool:
 def block_pairs(old: str, answer: str) -> str | None:
     """Consecutive (before, after) code blocks used as SEARCH/REPLACE pairs, when every "before"
     block is found in the code; None when the answer is not of that shape."""
-    blocks = code_blocks(answer)
+    # edit markers inside the fences ("<<<<<<< SEARCH" misplaced) are not code
+    blocks = ["\n".join(ln for ln in b.split("\n") if not MARKER_RE.match(ln)) for b in code_blocks(answer)]
     if len(blocks) < 2 or len(blocks) % 2 or module_names(old) <= module_names(blocks[0]):
         return None
     try:
@@ -196,15 +197,94 @@ def block_pairs(old: str, answer: str) -> str | None:
         return None
 
 
+NUMBER_RE = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w.])")
+MARKER_RE = re.compile(r"^\s*(?:<{5,9}|={5,9}|>{5,9})")
+
+
+def line_shape(line: str) -> str:
+    """A line with its numbers masked and spaces removed: two lines of one shape differ only in numbers."""
+    return re.sub(r"\s+", "", NUMBER_RE.sub("#", line))
+
+
+def line_edits(old: str, answer: str) -> str | None:
+    """Apply answer lines that differ from one parent line only in their numbers.
+
+    Small models asked to change a number often write just the new line (bare, in a fence, or in a
+    REPLACE half without its SEARCH). A line of the answer whose shape (numbers masked) matches
+    a parent line replaces it (of several such, the one sharing most numbers in place), keeping the
+    parent's indentation. None when no line of the answer changes anything.
+    """
+    src = old.split("\n")
+    by_shape: dict[str, list[int]] = {}
+    for i, line in enumerate(src):
+        if NUMBER_RE.search(line) and line.strip() and not line.lstrip().startswith("#"):
+            by_shape.setdefault(line_shape(line), []).append(i)
+    changed = False
+    for line in answer.split("\n"):
+        if MARKER_RE.match(line) or not line.strip():
+            continue
+        i = _closest(line, by_shape.get(line_shape(line), []), src)
+        if i is None:
+            continue
+        new = _indent(src[i]) + line.strip()
+        if new.rstrip() != src[i].rstrip():
+            src[i], changed = new, True
+    return "\n".join(src) if changed else None
+
+
+def _closest(line: str, hits: list[int], src: list[str]) -> int | None:
+    """The parent line (of the same shape) sharing most numbers in place with ``line``; None if tied."""
+    want = NUMBER_RE.findall(line)
+    agree = {i: sum(a == b for a, b in zip(want, NUMBER_RE.findall(src[i]))) for i in hits}
+    ranked = sorted(agree.values(), reverse=True)
+    if not ranked or (len(ranked) > 1 and ranked[0] == ranked[1]):
+        return None
+    return max(agree, key=agree.get)
+
+
+def complete_file(old: str, answer: str) -> str | None:
+    """The answer's largest code block, when it is a whole file: it keeps every import, constant and
+    function of the parent (a "complete file" that lacks some is merged instead, never trusted)."""
+    blocks = code_blocks(answer)
+    largest = max(blocks, key=len) if blocks else ""
+    return largest + "\n" if blocks and module_names(old) <= module_names(largest) else None
+
+
 def whole_or_merged(old: str, answer: str) -> str:
     """An answer's code as the new file: a complete file if one block is, else merged definitions."""
     blocks = code_blocks(answer)
     if not blocks:
         return parse_rewrite(answer)  # bare code, or the "no code block" error
-    largest = max(blocks, key=len)
-    if module_names(old) <= module_names(largest):  # keeps every import, constant and function
-        return largest + "\n"
-    return merge_definitions(old, blocks)
+    return complete_file(old, answer) or merge_definitions(old, blocks)
+
+
+def any_edit(old: str, answer: str) -> str:
+    """Whatever edit an answer that was asked for a diff holds, most explicit shape first:
+    SEARCH/REPLACE, before/after block pairs, a whole file, whole functions, then changed lines.
+    Raises the most telling ``ProposalInvalid`` when none applies."""
+    try:
+        edits = parse_diff(answer)
+    except ProposalInvalid:
+        edits = []
+    if edits:
+        try:
+            return apply_edits(old, edits)
+        except ProposalInvalid:
+            # a SEARCH half not copied exactly: its REPLACE halves may still be whole new lines
+            fixed = line_edits(old, "\n".join(e.replace for e in edits))
+            if fixed is None:
+                raise
+            return fixed
+    found = block_pairs(old, answer) or complete_file(old, answer)
+    if found:
+        return found
+    try:
+        return whole_or_merged(old, answer)
+    except ProposalInvalid:
+        fixed = line_edits(old, answer)
+        if fixed is None:
+            raise
+        return fixed
 
 
 def check_python(path: str, source: str) -> None:

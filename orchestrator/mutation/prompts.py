@@ -24,14 +24,18 @@ program; the part after ======= replaces it. For example, to change one line:
 >>>>>>> REPLACE"""
 
 TWEAK_INSTRUCTIONS = """Improve {target} by changing ONE or TWO numbers in it (a size, a count, a position, a step, a
-threshold); keep everything else. First write one sentence saying which number you change and why.
-Then give SEARCH/REPLACE blocks. The SEARCH part is copied exactly from the current program; the part
-after ======= replaces it. For example:
+threshold) by a small amount; keep everything else. First write one sentence saying which number you
+change and why. Then give SEARCH/REPLACE blocks. The SEARCH part is copied exactly from the current
+program; the part after ======= replaces it. For example:
 <<<<<<< SEARCH
     step = 0.1
 =======
-    step = 0.05
+    step = 0.09
 >>>>>>> REPLACE"""
+
+FUNCTION_INSTRUCTIONS = """Improve the function `{name}` in {target}. First write one sentence saying what you change and why.
+Then give the COMPLETE new definition of `{name}` in one ```python code block (add any new helper
+function it calls to the same block). Do not repeat the rest of the program: the other functions stay as they are."""
 
 REWRITE_INSTRUCTIONS = """Propose an improved version of {target}. First write one sentence saying what you change and why.
 Then give the COMPLETE new {target} in one ```python code block."""
@@ -59,6 +63,12 @@ class ProposalContext:
     feedback: str = ""
     exemplars: list[Exemplar] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # recent failed children of this parent
+    idea: str = ""  # a direction to try, from the evaluator's or the campaign's ideas
+    # for operators that need_origin: the parent's own parent (editable files, score) and the
+    # digests (refine.text_key) of the programs the parent's children already are
+    origin: dict[str, str] | None = None
+    origin_score: float | None = None
+    tried: frozenset[str] = frozenset()
 
 
 def _metrics_line(metrics: dict[str, float]) -> str:
@@ -87,6 +97,8 @@ def build_messages(ctx: ProposalContext, instructions: str) -> list[dict[str, st
     if ctx.failures:
         lines = [f"- {_clip(f, 400)}" for f in ctx.failures]
         parts.append("## Earlier changes to this program that FAILED (avoid repeating them)\n" + "\n".join(lines))
+    if ctx.idea:
+        parts.append(f"## An idea you may try\n{ctx.idea.strip()}")
     parts.append("## Your answer\n" + instructions.format(target=ctx.target))
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 
