@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from archive import Archive  # noqa: E402
 from orchestrator.campaign import Campaign  # noqa: E402
 from orchestrator.config import load_config  # noqa: E402
-from tests.campaign_helpers import GRID, rewrite, write_config  # noqa: E402
-from tests.fm_server import Reply, ScriptedFMServer  # noqa: E402
+from tests.campaign_helpers import distinct_grids, write_config  # noqa: E402
+from tests.fm_server import ScriptedFMServer  # noqa: E402
 
 
 def _ms(values: list[float]) -> dict[str, float]:
@@ -68,13 +68,8 @@ def breakdown(run_dir: Path, wall_s: float) -> dict:
 def scripted(iterations: int) -> dict:
     os.environ["DGM_TEST_KEY"] = "bench"
     tmp = Path(tempfile.mkdtemp(prefix="dgm-bench-"))
-    calls = iter(range(10**6))
-
-    def distinct_child(request):  # a different valid packing every call, so every child is evaluated
-        gap = 0.04 - 1e-4 * next(calls)
-        return Reply(rewrite(GRID.replace("radii.append(0.04)", f"radii.append({gap:.6f})")), prompt_tokens=600, completion_tokens=300)
-
-    with ScriptedFMServer([], responder=distinct_child) as srv:
+    # a different valid packing every call, so every child is evaluated
+    with ScriptedFMServer(responder=distinct_grids(prompt_tokens=600, completion_tokens=300)) as srv:
         cfg_path = write_config(tmp, srv.base_url, iterations=iterations, workers=1)
         cfg_path.write_text(cfg_path.read_text().replace("concurrency = 2", "concurrency = 1"))
         cfg = load_config(cfg_path)

@@ -18,14 +18,14 @@ from typing import Any, Callable
 
 from archive import Archive, Node, NodeStatus
 from evaluators import registry
-from evaluators.agent import MANIFEST, load_manifest, parse_manifest
+from evaluators.agent import MANIFEST, AgentManifestError, load_manifest, parse_manifest
 from evaluators.pipeline import EvaluationResult
 from orchestrator import admission, selection
 from orchestrator.budget import Usage, exhausted
 from orchestrator.config import CampaignConfig
 from orchestrator.executor import EvalJob, Executor, LocalExecutor, SandboxSpec
 from orchestrator.mutation import BUILTIN as BUILTIN_OPERATORS
-from orchestrator.mutation.refine import text_key
+from orchestrator.memory import CampaignMemory
 from orchestrator.mutation.operators import Operator, Sampling, summarise
 from orchestrator.mutation.prompts import Exemplar, ProposalContext
 from orchestrator.plugins import resolve as resolve_plugin
@@ -63,6 +63,14 @@ def _operator(name: str) -> Operator:
     return cls()
 
 
+def _named(field: str, name: str, resolve: Callable[[str], Any]) -> Any:
+    """``resolve(name)``, with a bad name reported against its config field."""
+    try:
+        return resolve(name)
+    except ValueError as e:
+        raise CampaignError(f"{field} = {name!r}: {e}") from None
+
+
 class Campaign:
     def __init__(
         self,
@@ -77,13 +85,16 @@ class Campaign:
         self.run_dir = Path(run_dir)
         self.fm = fm
         self.evaluator = registry.create(cfg.evaluator.name, cfg.evaluator.options)
-        self.select_policy = selection.resolve(cfg.selection.method)
-        self.admit_policy = admission.resolve(cfg.admission.policy)
+        self.select_policy = _named("[selection].method", cfg.selection.method, selection.resolve)
+        self.select_for = {
+            op: _named(f"[selection].per_operator.{op}", m, selection.resolve) for op, m in cfg.selection.per_operator.items()
+        }
+        self.admit_policy = _named("[admission].policy", cfg.admission.policy, admission.resolve)
         self.admit_rule = admission.AdmissionRule(cfg.admission.leeway, cfg.admission.reference)
-        self.operators = {name: _operator(name) for name in cfg.mutation.operators}
-        if all(op.needs_origin or cfg.mutation.operators[n] <= 0 for n, op in self.operators.items()):
+        self.operators = {name: _named(f"[mutation].operators.{name}", name, _operator) for name in cfg.mutation.operators}
+        if all(op.needs_knobs or cfg.mutation.operators[n] <= 0 for n, op in self.operators.items()):
             raise CampaignError(
-                "[mutation].operators: every operator with a weight needs a changed node to work from "
+                "[mutation].operators: every operator with a weight tunes numbers that FM edits changed "
                 f"({', '.join(self.operators)}); add one that writes children itself, e.g. diff"
             )
         self.executor = executor or LocalExecutor(cfg.evaluation.workers)
@@ -93,7 +104,7 @@ class Campaign:
         self.stats = Stats()
         self.nodes: dict[int, Node] = {}  # cache of every row; the main thread is the only writer
         self._files: dict[int, dict[str, bytes]] = {}
-        self._accepted: dict[tuple[str, int], bool] = {}
+        self.memory = CampaignMemory(self._texts, self._files_of)  # programs held, knobs learnt
         self.archive: Archive | None = None
         self.prior_wall_s = 0.0  # wall-clock of earlier runs of this campaign (resumes)
         self._t0 = time.monotonic()
@@ -111,6 +122,9 @@ class Campaign:
             self.rng = random.Random(f"{self.cfg.campaign.random_seed}-{len(self.nodes)}")
             self.prior_wall_s = float(self.archive.get_meta("wall_s", "0") or 0)
             self.stats.target = target
+            for node in sorted(self.nodes.values(), key=lambda n: n.id):
+                self.memory.note_program(node)
+                self.memory.learn(node)
             self._ensure_seed()
             self._loop(target)
             self.stats.stop_reason = self.stats.stop_reason or f"reached {target} iterations"
@@ -132,20 +146,21 @@ class Campaign:
         fm_pool = ThreadPoolExecutor(self.cfg.fm.concurrency, thread_name_prefix="dgm-fm")
         try:
             for node_id in self._recover():
-                evaluating[self._submit_eval(node_id)] = (node_id, time.monotonic())
+                self._evaluate(node_id, evaluating)
             while True:
                 self._refresh(proposing, evaluating)
                 while self._may_propose(proposing, evaluating, target):
                     fut, meta = self._submit_proposal(fm_pool)
-                    proposing[fut] = meta
+                    if fut.done():  # no FM call: record it now, so the next draw knows its program
+                        self._evaluate(self._record_proposal(fut, *meta), evaluating)
+                    else:
+                        proposing[fut] = meta
                 if not proposing and not evaluating:
                     return
                 done, _ = wait([*proposing, *evaluating], return_when=FIRST_COMPLETED)
                 for fut in done:
                     if fut in proposing:
-                        node_id = self._record_proposal(fut, *proposing.pop(fut))
-                        if node_id is not None:
-                            evaluating[self._submit_eval(node_id)] = (node_id, time.monotonic())
+                        self._evaluate(self._record_proposal(fut, *proposing.pop(fut)), evaluating)
                     else:
                         self._record_evaluation(fut, *evaluating.pop(fut))
         finally:
@@ -156,7 +171,8 @@ class Campaign:
             return False
         if self.stats.started >= target:
             return False
-        reason = exhausted(self._usage(in_flight=len(proposing)), self.cfg.budget)
+        calls_in_flight = sum(1 for _, op, *_ in proposing.values() if self.operators[op].calls_fm)
+        reason = exhausted(self._usage(in_flight=calls_in_flight), self.cfg.budget)
         if reason:
             self.stats.stop_reason = reason
             return False
@@ -194,6 +210,7 @@ class Campaign:
                     message=f"seed agent from {seed_dir}",
                 )
             )
+            self.memory.note_program(seed)
         if not seed.status.finished:
             self._emit(f"evaluating the seed agent (node {SEED_ID})")
             self._record_evaluation(self.executor.submit(self._job(SEED_ID)), SEED_ID, time.monotonic())
@@ -223,50 +240,44 @@ class Campaign:
         weights = self.cfg.mutation.operators
         name = self.rng.choices(list(weights), weights=list(weights.values()))[0]
         parent = self._select_parent(self.operators[name])
-        if parent is None:  # nothing this operator can work from yet: one that needs no origin
-            free = {n: w for n, w in weights.items() if not self.operators[n].needs_origin and w > 0}
+        if parent is None:  # nothing this operator can work from yet: one that needs no knobs
+            free = {n: w for n, w in weights.items() if not self.operators[n].needs_knobs and w > 0}
             name = self.rng.choices(list(free), weights=list(free.values()))[0]
             parent = self._select_parent(self.operators[name])
         op = self.operators[name]
-        ctx = self._context(parent, with_origin=op.needs_origin)
+        ctx = self._context(parent, with_knobs=op.needs_knobs)
         sampling = Sampling(self.cfg.fm.sample_temperature(self.rng), self.rng.randrange(2**31), self.cfg.fm.max_tokens)
         self.stats.started += 1
-        fut = pool.submit(_timed, op.propose, ctx, self.fm, sampling)
+        if op.calls_fm:
+            fut = pool.submit(_timed, op.propose, ctx, self.fm, sampling)
+        else:  # instant: run it here rather than race the next draw
+            fut = Future()
+            try:
+                fut.set_result(_timed(op.propose, ctx, self.fm, sampling))
+            except Exception as e:  # recorded as a failed attempt, like an FM error
+                fut.set_exception(e)
         return fut, (parent.id, name, ctx, time.perf_counter() - t0)
 
     def _select_parent(self, op: Operator) -> Node | None:
         eligible = [n for n in self.nodes.values() if n.status == NodeStatus.ADMITTED and n.score is not None]
-        if op.needs_origin:
-            eligible = [n for n in eligible if self._accepts(op, n)]
+        if op.needs_knobs:
+            knobs, known = self.memory.knobs, self.memory.known
+            eligible = [n for n in eligible if op.accepts(self._texts(n.id), knobs, known)]
             if not eligible:
                 return None
         counts = {}
         for n in self.nodes.values():
             if n.parent_id is not None and n.status == NodeStatus.ADMITTED:
                 counts[n.parent_id] = counts.get(n.parent_id, 0) + 1
-        probs = self.select_policy([n.score for n in eligible], [counts.get(n.id, 0) for n in eligible])
+        policy = self.select_for.get(op.name, self.select_policy)
+        probs = policy([n.score for n in eligible], [counts.get(n.id, 0) for n in eligible])
         return eligible[selection.sample(probs, self.rng)[0]]
-
-    def _accepts(self, op: Operator, node: Node) -> bool:
-        """Whether ``op`` can work from ``node`` and its parent; cached, nodes never change code."""
-        key = (op.name, node.id)
-        if key not in self._accepted:
-            origin = self.nodes.get(node.parent_id) if node.parent_id is not None else None
-            self._accepted[key] = (
-                origin is not None and origin.score is not None
-                and op.accepts(self._texts(node.id), self._texts(origin.id))
-            )
-        return self._accepted[key]
 
     def _texts(self, node_id: int) -> dict[str, str]:
         """The node's editable files as text."""
-        files = self._files_of(node_id)
-        if MANIFEST not in files:
-            raise CampaignError(f"node {node_id} has no {MANIFEST}")
-        manifest = parse_manifest(files[MANIFEST].decode(), files, source=f"node {node_id}: {MANIFEST}")
-        return {p: files[p].decode("utf-8", "replace") for p in manifest.editable}
+        return _editable(self._files_of(node_id), f"node {node_id}")
 
-    def _context(self, parent: Node, *, with_origin: bool = False) -> ProposalContext:
+    def _context(self, parent: Node, *, with_knobs: bool = False) -> ProposalContext:
         texts = self._texts(parent.id)
         editable = list(texts)
         others = sorted(
@@ -275,7 +286,8 @@ class Campaign:
         )[: self.cfg.mutation.exemplars]
         failures: dict[str, str] = {}  # error → note; the most recent first, each error once
         for n in sorted(self.nodes.values(), key=lambda n: -n.id):
-            if n.parent_id == parent.id and n.status in FAILED_CHILD and n.error and n.error not in failures:
+            # answers the model gave (not FM outages, not refine's nudges), so it can avoid them
+            if n.parent_id == parent.id and n.status in FAILED_CHILD and n.response and n.error and n.error not in failures:
                 failures[n.error] = f"{n.operator} change ({_first_line(n.response)}): {n.error}"
         return ProposalContext(
             task=self.evaluator.task,
@@ -289,17 +301,8 @@ class Campaign:
             exemplars=[Exemplar(n.id, n.score, dict(n.public_metrics), n.feedback.split("\n")[0]) for n in others],
             failures=list(failures.values())[: self.cfg.mutation.failures_shown],
             idea=self._pick_idea(),
-            **(self._origin(parent) if with_origin else {}),
+            **({"knobs": self.memory.knobs, "known": self.memory.known} if with_knobs else {}),
         )
-
-    def _origin(self, parent: Node) -> dict[str, Any]:
-        origin = self.nodes[parent.parent_id]
-        children = [n.id for n in self.nodes.values() if n.parent_id == parent.id and n.commit]
-        return {
-            "origin": self._texts(origin.id),
-            "origin_score": origin.score,
-            "tried": frozenset(text_key(self._texts(c)) for c in children),
-        }
 
     def _pick_idea(self) -> str:
         ideas = [*self.evaluator.ideas, *self.cfg.mutation.ideas]
@@ -340,14 +343,28 @@ class Campaign:
             return None
         files = dict(self._files_of(parent_id))
         files.update({p: t.encode() for p, t in proposal.files.items()})
+        try:
+            twin = self.memory.duplicate_of(_editable(files, f"node {parent_id}'s child"), files.get(MANIFEST))
+        except AgentManifestError:  # a broken agent.toml: the evaluation will say so
+            twin = None
+        if twin is not None:  # the same program was evaluated (or is in flight): spend nothing on it
+            error = f"the proposal is the same program as node {twin}, already evaluated"
+            node = self.archive.add_node(
+                parent_id=parent_id, status=NodeStatus.INVALID, message=f"duplicate {op} proposal of node {twin}",
+                error=error, feedback=error, timings=timings, **common,
+            )
+            self._store(node)
+            self._emit(f"node {node.id}: invalid proposal (same program as node {twin})")
+            return None
         timings["archive_s"] = time.perf_counter() - t0
         node = self.archive.add_node(
             parent_id=parent_id, status=NodeStatus.EVALUATING, files=files, message=proposal.summary,
             timings=timings, **common,
         )
+        self._files[node.id] = files
+        self.memory.note_program(node)  # it counts from now, before its score is in
         node = self.archive.update_node(node.id, timings={**timings, "archive_s": time.perf_counter() - t0})
         self._store(node)
-        self._files[node.id] = files
         return node.id
 
     # ---- evaluations ------------------------------------------------------------------
@@ -359,8 +376,10 @@ class Campaign:
             sandbox=self.sandbox, seed=self.eval_seed,
         )
 
-    def _submit_eval(self, node_id: int) -> Future:
-        return self.executor.submit(self._job(node_id))
+    def _evaluate(self, node_id: int | None, evaluating: dict[Future, tuple[int, float]]) -> None:
+        """Send a recorded node to the executor (None: nothing to evaluate)."""
+        if node_id is not None:
+            evaluating[self.executor.submit(self._job(node_id))] = (node_id, time.monotonic())
 
     def _record_evaluation(self, fut: Future, node_id: int, submitted: float) -> None:
         t0 = time.perf_counter()
@@ -381,7 +400,7 @@ class Campaign:
             score=result.score, feedback=result.feedback,
         )
         timings["archive_s"] = timings.get("archive_s", 0.0) + (time.perf_counter() - t0)
-        self._store(self.archive.update_node(node_id, timings=timings, **fields))
+        self.memory.learn(self._store(self.archive.update_node(node_id, timings=timings, **fields)))
         score = "" if result.score is None else f" score {result.score:.4f}"
         self._emit(f"node {node_id}: {status.value}{score}")
 
@@ -406,7 +425,7 @@ class Campaign:
 
     def _usage(self, in_flight: int = 0) -> Usage:
         """Campaign-wide usage, across resumes (from the archive); calls in flight count as made."""
-        calls = in_flight + sum(1 for n in self.nodes.values() if n.operator not in ("seed", ""))
+        calls = in_flight + sum(1 for n in self.nodes.values() if n.parent_id is not None and n.fm_model)
         tokens = sum(n.prompt_tokens + n.completion_tokens for n in self.nodes.values())
         cost = sum(n.cost_usd for n in self.nodes.values())
         return Usage(calls, tokens, cost, self.prior_wall_s + time.monotonic() - self._t0)
@@ -433,6 +452,14 @@ class Campaign:
     def _save_wall(self) -> None:
         if self.archive is not None and not self.archive.readonly:
             self.archive.set_meta("wall_s", repr(self.prior_wall_s + time.monotonic() - self._t0))
+
+
+def _editable(files: dict[str, bytes], source: str) -> dict[str, str]:
+    """An agent's editable files as text, as its manifest names them."""
+    if MANIFEST not in files:
+        raise AgentManifestError(f"{source} has no {MANIFEST}")
+    manifest = parse_manifest(files[MANIFEST].decode(), files, source=f"{source}: {MANIFEST}")
+    return {p: files[p].decode("utf-8", "replace") for p in manifest.editable}
 
 
 def _timed(fn: Callable, *args) -> tuple[Any, float]:

@@ -56,6 +56,9 @@ class MutationSection(_Section):
 
 class SelectionSection(_Section):
     method: str = "score_child_prop"
+    # operators that pick their parent their own way: refine tunes the constants of the best
+    # program (a hill climb), not of whatever the exploring policy draws
+    per_operator: dict[str, str] = Field(default_factory=lambda: {"refine": "best"})
 
 
 class AdmissionSection(_Section):

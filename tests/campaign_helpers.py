@@ -3,7 +3,10 @@ campaign config pointed at a ScriptedFMServer over real HTTP."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+
+from tests.fm_server import Delay, Reply
 
 from evaluators.circle_packing.evaluator import HERE as CP_DIR
 
@@ -33,6 +36,19 @@ SYNTAX = "def construct_packing(:\n    return 1\n"
 
 def rewrite(code: str, why: str = "Improve the packing.") -> str:
     return f"{why}\n```python\n{code}```\n"
+
+
+def distinct_grids(why: str = "Use a 5x5 grid.", delay: float = 0.0, **usage):
+    """A ScriptedFMServer responder whose every answer is a new program: the 5x5 grid with its small
+    circle a little smaller each time (2.54, 2.5399, ...), so none is skipped as a duplicate."""
+    count = itertools.count()
+
+    def respond(request: dict):
+        code = GRID.replace("radii.append(0.04)", f"radii.append({0.04 - 1e-4 * next(count):.6f})")
+        reply = Reply(rewrite(code, why), **usage)
+        return Delay(delay, reply) if delay else reply
+
+    return respond
 
 
 def config_text(base_url: str, *, iterations: int, operators: str = "{ rewrite = 1.0 }", extra: str = "",

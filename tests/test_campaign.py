@@ -203,35 +203,62 @@ def test_ideas_reach_prompts_at_the_configured_share(tmp_path):
         assert not any("An idea" in r["messages"][-1]["content"] for r in srv.requests)
 
 
-def test_refine_searches_along_the_fm_numeric_change_without_calling_the_fm(tmp_path):
+def test_refine_tunes_the_number_the_fm_changed_and_climbs_past_the_seed(tmp_path):
     inner = "centers[1 + i] = [0.5 + 0.3 * np.cos(angle), 0.5 + 0.3 * np.sin(angle)]"
     smaller = inner.replace("0.3 *", "0.25 *")
-    script = [Reply(f"Shrink the inner ring.\n<<<<<<< SEARCH\n{inner}\n=======\n{smaller}\n>>>>>>> REPLACE")]
-    # later answers come slowly, so the model's step has been evaluated when refine is drawn
-    with ScriptedFMServer(script, default=Delay(0.5, Reply("no idea"))) as srv:
-        run_campaign(tmp_path, srv, iterations=10, operators="{ diff = 0.4, refine = 0.6 }")
+    # the model's one change (the inner ring 0.3 → 0.25) scores below the seed; later answers are
+    # unusable, so every gain comes from refine tuning the number the model chose
+    script = [Reply(f"Shrink the inner ring.\n<<<<<<< SEARCH\n{inner}\n=======\n{smaller}\n>>>>>>> REPLACE", 100, 30)]
+    with ScriptedFMServer(script, default=Delay(0.3, Reply("no idea", 100, 5))) as srv:
+        run_campaign(tmp_path, srv, iterations=14, operators="{ diff = 0.05, refine = 0.95 }")
         fm_calls = len(srv.requests)
     with Archive.open(tmp_path / "run", readonly=True) as archive:
         nodes = archive.nodes()
-        step = next(n for n in nodes if n.operator == "diff" and n.status == NodeStatus.ADMITTED)
+        seed, step = nodes[0], nodes[1]
+        assert step.operator == "diff" and step.score < seed.score
         refined = [n for n in nodes if n.operator == "refine"]
-        assert refined and fm_calls == len(nodes) - 1 - len(refined)  # refine never calls the FM
+        assert len(refined) >= 8 and fm_calls == len(nodes) - 1 - len(refined)  # refine never calls the FM
+        programs = {}
         for n in refined:
+            assert n.status == NodeStatus.ADMITTED and n.fm_model == "" and n.prompt_tokens == n.completion_tokens == 0
             code = archive.read_files(n.id)["packing.py"].decode()
-            assert n.status == NodeStatus.ADMITTED and n.fm_model == "" and n.prompt_tokens == 0
-            changed = [line for line in code.split("\n") if line not in SEED_CODE.split("\n")]
-            assert len(changed) == 1 and "centers[1 + i] = [0.5 + 0." in changed[0]  # only the inner ring moved
-        # the model's step (0.3 → 0.25) hurt; every shorter or reversed step scores higher than it
-        first = [n for n in refined if n.parent_id == step.id]
-        assert first and all(n.score > step.score for n in first)
+            before = archive.read_files(n.parent_id)["packing.py"].decode()
+            changed = [line for line in code.split("\n") if line not in before.split("\n")]
+            assert len(changed) == 1 and "centers[1 + i] = [0.5 + 0." in changed[0]  # only the model's knob moved
+            radius = changed[0].split("0.5 + ")[1].split(" *")[0]
+            assert changed[0].strip() == inner.replace("0.3", radius)  # both radii of the ring together
+            programs[code] = n.id
+            # refine climbs from the best program ([selection] per_operator), never from the weaker diff child
+            assert archive.get(n.parent_id).score >= seed.score
+        assert len(programs) == len(refined)  # never the same program twice
+        best = max(nodes, key=lambda n: n.score or 0)
+        assert best.operator == "refine" and best.score > seed.score
         assert archive.check() == []
         summary = _summary(archive)  # what `dgm status` shows
         assert summary["fm_calls"] == fm_calls
         assert summary["operators"]["refine"]["attempts"] == len(refined)
-        assert summary["operators"]["refine"]["better_than_parent"] >= len(first)
+        assert summary["operators"]["refine"]["better_than_seed"] >= 1
+
+
+def test_a_program_the_archive_holds_is_not_evaluated_again(tmp_path):
+    with ScriptedFMServer([Reply(rewrite(GRID), 100, 30), Reply(rewrite(GRID, "Same grid."), 100, 30)]) as srv:
+        run_campaign(tmp_path, srv, iterations=2, workers=1)  # both proposals start from the seed
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        first, second = sorted(archive.nodes()[1:], key=lambda n: bool(n.stages), reverse=True)
+    assert first.status == NodeStatus.ADMITTED and first.stages
+    assert second.status == NodeStatus.INVALID and second.stages == []  # no evaluation spent
+    assert second.error == f"the proposal is the same program as node {first.id}, already evaluated"
+    assert second.response  # the answer is kept
+    # a resume remembers what was evaluated: the grid (the best, so the parent) rewritten back into the seed
+    with ScriptedFMServer([Reply(rewrite(SEED_CODE, "Back to rings."), 100, 30)]) as srv:
+        run_campaign(tmp_path, srv, iterations=3, workers=1, extra='[selection]\nmethod = "best"\n')
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        third = archive.get(3)
+    assert third.parent_id == first.id and third.status == NodeStatus.INVALID
+    assert third.error == "the proposal is the same program as node 0, already evaluated"
 
 
 def test_a_mix_of_only_refine_is_refused_with_the_reason(tmp_path):
     cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", iterations=3, operators="{ refine = 1.0, diff = 0 }"))
-    with pytest.raises(CampaignError, match=r"\[mutation\].operators: every operator with a weight needs a changed node"):
+    with pytest.raises(CampaignError, match=r"\[mutation\].operators: every operator with a weight tunes numbers that FM edits changed"):
         Campaign(cfg, tmp_path / "run", fm=None)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from archive import Archive, NodeStatus
-from tests.campaign_helpers import GRID, rewrite, write_config
-from tests.fm_server import Delay, Reply, ScriptedFMServer
+from tests.campaign_helpers import distinct_grids, write_config
+from tests.fm_server import ScriptedFMServer
 
 DGM = [sys.executable, "-m", "orchestrator.cli"]
 
@@ -37,7 +37,7 @@ def test_init_run_and_inspect(tmp_path, env):
     assert "campaign.toml" in out.stdout
     assert (tmp_path / "camp" / "seed" / "packing.py").is_file()
     # point the generated config's FM at the scripted server (a real user would use provider = "openai")
-    with ScriptedFMServer([], default=Reply(rewrite(GRID, "Use a 5x5 grid."), prompt_tokens=50, completion_tokens=20)) as srv:
+    with ScriptedFMServer(responder=distinct_grids(prompt_tokens=50, completion_tokens=20)) as srv:
         cfg = write_config(tmp_path / "camp", srv.base_url, iterations=3)
         res = dgm("run", cfg, "--no-live", env=env)
     assert "reached 3 iterations" in res.stdout
@@ -78,11 +78,17 @@ def test_clear_errors_not_tracebacks(tmp_path, env):
     cfg.write_text('[evaluator]\nname = "nope"\n')
     res = dgm("run", cfg, check=False, env=env)
     assert res.returncode == 2 and "no evaluator named 'nope'" in res.stderr
+    # a bad policy name is caught before the model starts
+    cfg.write_text('[evaluator]\nname = "circle_packing"\n[selection]\nper_operator = { refine = "bset" }\n')
+    res = dgm("run", cfg, check=False, env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{cfg}: [selection].per_operator.refine = 'bset': unknown selection method 'bset'" in res.stderr
+    assert "FM ready" not in res.stdout
 
 
 def test_kill_9_mid_campaign_then_resume(tmp_path, env):
     # slow answers keep several attempts in flight when the campaign is killed
-    with ScriptedFMServer([], default=Delay(0.4, Reply(rewrite(GRID)))) as srv:
+    with ScriptedFMServer(responder=distinct_grids(delay=0.4)) as srv:
         cfg = write_config(tmp_path, srv.base_url, iterations=12)
         proc = subprocess.Popen([*DGM, "run", str(cfg), "--no-live"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)

@@ -1,4 +1,4 @@
-"""The refine operator: a line search along the FM's numeric change, with no FM call."""
+"""The refine operator: nudges the numbers FM edits have changed (the archive's knobs), no FM call."""
 
 from __future__ import annotations
 
@@ -6,63 +6,136 @@ import pytest
 
 from orchestrator.mutation.operators import Sampling
 from orchestrator.mutation.prompts import ProposalContext
-from orchestrator.mutation.refine import RefineOperator, apply_step, numeric_step, text_key
+from orchestrator.mutation.refine import (
+    FLOAT_STEPS,
+    RETIRE_AFTER,
+    KnobBook,
+    RefineOperator,
+    knobs_changed,
+    nudged,
+    nudges,
+    numeric_only,
+    places,
+    text_key,
+)
 
-ORIGIN = "def f():\n    n = range(8)\n    r = 0.3 * x - 0.5\n    return g(r, -2.0)\n"
-CHANGED = ORIGIN.replace("0.3 *", "0.25 *")
+PARENT = "def f():\n    n = range(8)\n    # ring at 0.3\n    r = [0.5 + 0.3 * x, 0.5 + 0.3 * y]\n    return g(r, -2.0)\n"
+RING = "r=[0.5+#*x,0.5+#*y]"  # the ring line with its radii masked
+KNOB = ("a.py", RING, 0, (1, 3))  # both radii of the first (only) such line
 
 
-def test_numeric_step_sees_only_changes_of_numbers():
-    step = numeric_step({"a.py": ORIGIN}, {"a.py": CHANGED})
-    assert step == {"a.py": [(2, ["0.3", "0.5"], ["0.25", "0.5"])]}
-    assert numeric_step({"a.py": ORIGIN}, {"a.py": ORIGIN}) is None  # nothing changed
-    assert numeric_step({"a.py": ORIGIN}, {"a.py": CHANGED.replace("x -", "y -")}) is None  # a name changed
-    assert numeric_step({"a.py": ORIGIN}, {"a.py": CHANGED + "\n"}) is None  # a line added
-    assert numeric_step({"a.py": ORIGIN}, {"b.py": CHANGED}) is None
+def test_knobs_are_the_numbers_an_edit_changed_on_lines_that_kept_their_shape():
+    child = PARENT.replace("0.3 *", "0.25 *").replace("range(8)", "range(9)")
+    assert knobs_changed({"a.py": PARENT}, {"a.py": child}) == {KNOB, ("a.py", "n=range(#)", 0, (0,))}
+    # lines added around the change, a renamed call elsewhere and a changed comment do not hide it
+    mixed = child.replace("    return g(r, -2.0)", "    s = 1\n    return h(r, -2.0)").replace("at 0.3", "at 0.25")
+    assert KNOB in knobs_changed({"a.py": PARENT}, {"a.py": mixed})
+    assert not any(t.startswith("#") for _, t, _, _ in knobs_changed({"a.py": PARENT}, {"a.py": mixed}))
+    assert knobs_changed({"a.py": PARENT}, {"a.py": PARENT}) == set()
+    assert knobs_changed({"a.py": PARENT}, {"b.py": child}) == set()  # a new file has no origin
+
+
+TWO_LOOPS = "for i in range(8):\n    a(i)\nfor i in range(17):\n    b(i)\n"
+
+
+def test_a_knob_names_its_line_among_lines_that_read_alike():
+    knobs = knobs_changed({"a.py": TWO_LOOPS}, {"a.py": TWO_LOOPS.replace("17", "16")})
+    assert knobs == {("a.py", "foriinrange(#):", 1, (0,))}  # the second loop, not the first
+    assert places({"a.py": TWO_LOOPS}, knobs) == [("a.py", 2, (0,))]
+    assert places({"a.py": TWO_LOOPS.replace("for i in range(8):\n    a(i)\n", "")}, knobs) == []  # gone
+
+
+def test_places_group_equal_numbers_of_one_line():
+    assert places({"a.py": PARENT}, {KNOB}) == [("a.py", 3, (1, 3))]  # x and y radius move together
+    assert places({"a.py": PARENT.replace("0.3 * y", "0.4 * y")}, {KNOB}) == [("a.py", 3, (1,)), ("a.py", 3, (3,))]
+    assert places({"a.py": PARENT}, {("a.py", RING, 0, (1, 9))}) == []  # no 10th number on that line
+    assert places({"a.py": PARENT.replace("0.5 +", "0.6 +")}, {KNOB}) == []  # the line now reads otherwise
 
 
 @pytest.mark.parametrize(
-    "old, new, t, want",
+    "token, step, want",
     [
-        ("0.3 * x", "0.25 * x", 0.5, "0.275 * x"),
-        ("0.3 * x", "0.25 * x", -0.5, "0.325 * x"),
-        ("range(8)", "range(10)", 0.5, "range(9)"),  # integers stay integers
-        ("0.5 + 1.5", "0.5 + 2.5", -0.5, "0.5 + 1.0"),  # floats stay floats
-        ("g(r, -2.0)", "g(r, -1.0)", 3.0, "g(r, +1.0)"),  # a signed literal keeps a sign
+        ("0.3", 0.01, "0.303"),
+        ("0.45", -0.1, "0.405"),
+        ("8", 1, "9"),  # integers move by one and stay integers
+        ("2.", 0.5, "3.0"),  # floats stay floats
+        ("+0.3", -0.1, "+0.27"),  # an explicit sign is kept
+        ("-2.0", 0.1, "-2.2"),
+        ("0.0", -0.05, "-0.05"),  # zero moves by the step itself
+        ("1e-3", 0.1, "0.0011"),
     ],
 )
-def test_apply_step_moves_each_changed_number_a_fraction_of_the_way(old, new, t, want):
-    step = numeric_step({"a.py": old}, {"a.py": new})
-    assert apply_step({"a.py": old}, step, t) == {"a.py": want}
+def test_nudged_moves_a_number_by_a_small_relative_step(token, step, want):
+    assert nudged(token, step) == want
 
 
-def ctx(score: float, origin_score: float, tried=frozenset()) -> ProposalContext:
+def ctx(known=frozenset(), files=PARENT) -> ProposalContext:
     return ProposalContext(
-        task="T", parent_id=7, files={"a.py": CHANGED}, editable=["a.py"], target="a.py",
-        score=score, origin={"a.py": ORIGIN}, origin_score=origin_score, tried=tried,
+        task="T", parent_id=7, files={"a.py": files}, editable=["a.py"], target="a.py",
+        knobs=frozenset({KNOB}), known=known,
     )
 
 
-def test_a_step_that_hurt_is_shortened_or_reversed_and_one_that_helped_is_continued():
+def test_refine_nudges_one_knob_by_each_step_in_a_seeded_order_without_calling_the_fm():
     op = RefineOperator()
-    worse = {op.propose(ctx(0.5, 0.6), None, Sampling(1.0, s, 0)).files["a.py"].split("\n")[2] for s in range(40)}
-    assert {"    r = 0.275 * x - 0.5", "    r = 0.325 * x - 0.5", "    r = 0.3125 * x - 0.5", "    r = 0.295 * x - 0.5"} <= worse
-    better = {op.propose(ctx(0.7, 0.6), None, Sampling(1.0, s, 0)).files["a.py"].split("\n")[2] for s in range(40)}
-    assert better == {"    r = 0.2 * x - 0.5", "    r = 0.225 * x - 0.5", "    r = 0.15 * x - 0.5"}
+    seen = {}
+    for s in range(60):
+        p = op.propose(ctx(), None, Sampling(1.0, s, 0))  # fm=None: it must not be touched
+        assert p.valid and p.completion is None and p.prompt == ""
+        line = p.files["a.py"].split("\n")[3]
+        assert p.files["a.py"].replace(line, "    r = [0.5 + 0.3 * x, 0.5 + 0.3 * y]") == PARENT  # one line changed
+        value = line.split("+ ")[1].split(" *")[0]
+        assert line == f"    r = [0.5 + {value} * x, 0.5 + {value} * y]"  # both radii, the same value
+        seen[value] = p.summary
+    assert set(seen) == {nudged("0.3", s) for s in FLOAT_STEPS}
+    assert seen["0.303"] == "refine: a.py line 4, 0.3 → 0.303 (+1%)"
+    again = op.propose(ctx(), None, Sampling(1.0, 5, 0)).files
+    assert again == op.propose(ctx(), None, Sampling(1.0, 5, 0)).files  # same seed, same child
 
 
-def test_refine_skips_programs_already_tried_and_says_when_none_is_left():
+def test_refine_skips_programs_the_archive_holds_and_says_when_none_is_left():
     op = RefineOperator()
-    tried = set()
-    for s in range(3):
-        p = op.propose(ctx(0.7, 0.6, frozenset(tried)), None, Sampling(1.0, s, 0))
-        assert p.valid and "step t=" in p.summary and p.completion is None
-        tried.add(text_key(p.files))
-    last = op.propose(ctx(0.7, 0.6, frozenset(tried)), None, Sampling(1.0, 9, 0))
-    assert not last.valid and "every step along this change has been tried" in last.error
+    known = set()
+    for s in range(len(FLOAT_STEPS)):
+        p = op.propose(ctx(frozenset(known)), None, Sampling(1.0, s, 0))
+        assert p.valid and text_key({"a.py": p.files["a.py"]}) not in known
+        known.add(text_key({"a.py": p.files["a.py"]}))
+    last = op.propose(ctx(frozenset(known)), None, Sampling(1.0, 99, 0))
+    assert not last.valid and "already in the archive" in last.error
 
 
-def test_refine_accepts_only_numeric_changes():
+def test_refine_accepts_parents_with_a_knob_and_a_nudge_the_archive_lacks():
     op = RefineOperator()
-    assert op.needs_origin and op.accepts({"a.py": CHANGED}, {"a.py": ORIGIN})
-    assert not op.accepts({"a.py": CHANGED + "print()\n"}, {"a.py": ORIGIN})
+    assert op.needs_knobs and not op.calls_fm
+    files = {"a.py": PARENT}
+    assert op.accepts(files, frozenset({KNOB}), frozenset())
+    assert not op.accepts(files, frozenset({("b.py", *KNOB[1:])}), frozenset())
+    assert not op.accepts(files, frozenset(), frozenset())
+    every = frozenset(text_key({"a.py": nudge}) for _, nudge, _ in nudges(files, frozenset({KNOB})))
+    assert len(every) == len(FLOAT_STEPS)
+    assert not op.accepts(files, frozenset({KNOB}), every)  # all tried: pick another parent
+    assert op.accepts(files, frozenset({KNOB}), every - {min(every)})
+
+
+def test_knob_book_learns_from_valid_fm_edits_and_retires_knobs_whose_nudges_break_programs():
+    book = KnobBook()
+    count = "N = 26\n" + PARENT
+    wider = count.replace("0.3 *", "0.25 *")
+    book.observe({"a.py": count}, {"a.py": count.replace("N = 26", "N = 30")}, by_fm=True, valid=False)
+    assert book.active == frozenset()  # an FM edit that broke the program teaches no knob
+    book.observe({"a.py": count}, {"a.py": wider}, by_fm=True, valid=True)
+    book.observe({"a.py": count}, {"a.py": count.replace("N = 26", "N = 27").replace("0.3 *", "0.2 *")}, by_fm=True, valid=True)
+    n_knob = ("a.py", "N=#", 0, (0,))
+    assert book.active == {("a.py", RING, 0, (1, 3)), n_knob}
+    book.observe({"a.py": wider}, {"a.py": wider.replace("0.25 *", "0.26 *")}, by_fm=False, valid=True)
+    assert len(book.active) == 2  # a refine child never adds a knob
+    for _ in range(RETIRE_AFTER):  # nudges of the count alone keep breaking the program
+        book.observe({"a.py": count}, {"a.py": count.replace("N = 26", "N = 25")}, by_fm=False, valid=False)
+    assert book.retired(n_knob) and book.active == {("a.py", RING, 0, (1, 3))}
+
+
+def test_numeric_only_means_the_same_lines_up_to_their_numbers():
+    assert numeric_only({"a.py": PARENT}, {"a.py": PARENT.replace("0.3", "0.4")})
+    assert not numeric_only({"a.py": PARENT}, {"a.py": PARENT.replace("x,", "z,")})
+    assert not numeric_only({"a.py": PARENT}, {"a.py": PARENT + "x = 1\n"})
+    assert not numeric_only({"a.py": PARENT}, {"a.py": PARENT, "b.py": ""})

@@ -37,13 +37,14 @@ concurrency = 2          # proposals in flight
 [mutation]
 operators = {{ diff = 0.35, tweak = 0.2, function = 0.1, rewrite = 0.1, refine = 0.25 }}
 # diff: SEARCH/REPLACE edits; tweak: one or two numbers; function: one whole function; rewrite: the
-# whole file; refine: no FM call, a line search along a numeric change the FM made
+# whole file; refine: no FM call, nudges a number the FM's edits have changed by 1-10 %
 # ideas = ["..."]        # directions to try, added to the evaluator's own; one per prompt
 # idea_share = 0.5       # share of prompts that carry an idea
 exemplars = 2
 
 [selection]
 method = "score_child_prop"   # score_prop | robust | best | uniform | module:function
+per_operator = {{ refine = "best" }}   # refine tunes the best program (a hill climb)
 
 [admission]
 policy = "keep_all_valid"     # keep_better | module:function

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.campaign import Campaign
+from orchestrator.campaign import Campaign, CampaignError
 from orchestrator.config import load_config
 from orchestrator.progress import Progress, _fmt_score
 
@@ -29,9 +29,15 @@ def run(campaign_file: Path, iterations: int | None, run_dir: Path | None, live:
     run_dir.mkdir(parents=True, exist_ok=True)
     with Progress(live=live) as progress:
         progress.console.print(f"dgm: campaign {cfg.campaign.name!r} → {run_dir} (FM: {cfg.fm.provider} {cfg.fm.model})")
+        # built before the model starts, so a bad policy or operator name fails at once
+        try:
+            campaign = Campaign(cfg, run_dir, None, on_update=progress.update)
+        except CampaignError as e:
+            raise CampaignError(f"{campaign_file}: {e}") from None
         with open_fm(cfg.fm, log=lambda msg: progress.console.print(f"dgm: {msg}", highlight=False),
                      server_log_path=run_dir / "fm-server.log") as fm:
-            stats = Campaign(cfg, run_dir, fm, on_update=progress.update).run(iterations)
+            campaign.fm = fm
+            stats = campaign.run(iterations)
     click.echo(f"stopped: {stats.stop_reason}")
     c = stats.counts
     click.echo(

@@ -59,12 +59,16 @@ class Proposal:
 
 class Operator(abc.ABC):
     name: str
-    #: True when the operator works from a node AND its parent (``ctx.origin``): the loop then
-    #: picks the node among those the operator ``accepts``
-    needs_origin: bool = False
+    #: False for operators that write children without a model (budgets count FM calls)
+    calls_fm: bool = True
+    #: True when the operator works from the archive's knobs (``ctx.knobs``, the numbers FM edits
+    #: have changed) and the digests of its programs (``ctx.known``): the loop then picks the
+    #: parent among the nodes the operator ``accepts``
+    needs_knobs: bool = False
 
-    def accepts(self, files: dict[str, str], origin: dict[str, str]) -> bool:
-        """Whether a node (its editable files) and its parent's (``origin``) can be worked from."""
+    def accepts(self, files: dict[str, str], knobs: frozenset, known: frozenset[str]) -> bool:
+        """Whether a parent (its editable files) can be worked from, given the archive's knobs and
+        the digests of the programs it holds."""
         return True
 
     @abc.abstractmethod

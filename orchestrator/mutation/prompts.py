@@ -64,11 +64,10 @@ class ProposalContext:
     exemplars: list[Exemplar] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # recent failed children of this parent
     idea: str = ""  # a direction to try, from the evaluator's or the campaign's ideas
-    # for operators that need_origin: the parent's own parent (editable files, score) and the
-    # digests (refine.text_key) of the programs the parent's children already are
-    origin: dict[str, str] | None = None
-    origin_score: float | None = None
-    tried: frozenset[str] = frozenset()
+    # for operators that need_knobs: (path, line shape, number index) of every number FM edits in
+    # the archive have changed, and the digests (refine.text_key) of the programs it holds
+    knobs: frozenset[tuple[str, str, int]] = frozenset()
+    known: frozenset[str] = frozenset()
 
 
 def _metrics_line(metrics: dict[str, float]) -> str:
