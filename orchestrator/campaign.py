@@ -124,7 +124,7 @@ class Campaign:
             self.stats.target = target
             for node in sorted(self.nodes.values(), key=lambda n: n.id):
                 self.memory.note_program(node)
-                self.memory.learn(node)
+                self.memory.learn(node, self.nodes.get(node.parent_id))
             self._ensure_seed()
             self._loop(target)
             self.stats.stop_reason = self.stats.stop_reason or f"reached {target} iterations"
@@ -400,7 +400,8 @@ class Campaign:
             score=result.score, feedback=result.feedback,
         )
         timings["archive_s"] = timings.get("archive_s", 0.0) + (time.perf_counter() - t0)
-        self.memory.learn(self._store(self.archive.update_node(node_id, timings=timings, **fields)))
+        node = self._store(self.archive.update_node(node_id, timings=timings, **fields))
+        self.memory.learn(node, self.nodes.get(node.parent_id))
         score = "" if result.score is None else f" score {result.score:.4f}"
         self._emit(f"node {node_id}: {status.value}{score}")
 

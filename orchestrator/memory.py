@@ -10,7 +10,7 @@ from typing import Callable
 
 from archive import Node, NodeStatus
 from evaluators.agent import MANIFEST
-from orchestrator.mutation.refine import Knob, KnobBook, text_key
+from orchestrator.mutation.refine import Direction, KnobBook, text_key
 
 #: a node's editable files as text; raises ValueError for an agent whose manifest is broken
 Texts = Callable[[int], dict[str, str]]
@@ -29,7 +29,8 @@ class CampaignMemory:
         return frozenset(self._programs)
 
     @property
-    def knobs(self) -> frozenset[Knob]:
+    def knobs(self) -> frozenset[Direction]:
+        """The knobs refine may move, each with a direction not yet retired."""
         return self._book.active
 
     def note_program(self, node: Node) -> None:
@@ -41,15 +42,18 @@ class CampaignMemory:
             except ValueError:  # a child that broke its agent.toml: nothing to note
                 pass
 
-    def learn(self, node: Node) -> None:
-        """Learn from an evaluated child which numbers the FM turns and which nudges break programs."""
-        if node.parent_id is None or not node.stages or node.status not in EVALUATED:
+    def learn(self, node: Node, parent: Node | None) -> None:
+        """Learn from an evaluated child which numbers the FM turns and which nudges break programs
+        or change nothing."""
+        if parent is None or not node.stages or node.status not in EVALUATED:
             return
         try:
-            origin, texts = self._texts(node.parent_id), self._texts(node.id)
+            origin, texts = self._texts(parent.id), self._texts(node.id)
         except ValueError:
             return
-        self._book.observe(origin, texts, by_fm=bool(node.fm_model), valid=node.status != NodeStatus.INVALID)
+        valid = node.status != NodeStatus.INVALID
+        self._book.observe(origin, texts, by_fm=bool(node.fm_model), valid=valid,
+                           same_score=valid and node.score is not None and node.score == parent.score)
 
     def duplicate_of(self, texts: dict[str, str], manifest: bytes | None) -> int | None:
         """The node that already holds this program (same editable files and manifest), if any."""

@@ -22,6 +22,7 @@ from orchestrator.mutation.refine import (
 PARENT = "def f():\n    n = range(8)\n    # ring at 0.3\n    r = [0.5 + 0.3 * x, 0.5 + 0.3 * y]\n    return g(r, -2.0)\n"
 RING = "r=[0.5+#*x,0.5+#*y]"  # the ring line with its radii masked
 KNOB = ("a.py", RING, 0, (1, 3))  # both radii of the first (only) such line
+BOTH_WAYS = frozenset({(KNOB, 1), (KNOB, -1)})
 
 
 def test_knobs_are_the_numbers_an_edit_changed_on_lines_that_kept_their_shape():
@@ -41,13 +42,13 @@ TWO_LOOPS = "for i in range(8):\n    a(i)\nfor i in range(17):\n    b(i)\n"
 def test_a_knob_names_its_line_among_lines_that_read_alike():
     knobs = knobs_changed({"a.py": TWO_LOOPS}, {"a.py": TWO_LOOPS.replace("17", "16")})
     assert knobs == {("a.py", "foriinrange(#):", 1, (0,))}  # the second loop, not the first
-    assert places({"a.py": TWO_LOOPS}, knobs) == [("a.py", 2, (0,))]
+    assert places({"a.py": TWO_LOOPS}, knobs) == [("a.py", 2, (0,), next(iter(knobs)))]
     assert places({"a.py": TWO_LOOPS.replace("for i in range(8):\n    a(i)\n", "")}, knobs) == []  # gone
 
 
 def test_places_group_equal_numbers_of_one_line():
-    assert places({"a.py": PARENT}, {KNOB}) == [("a.py", 3, (1, 3))]  # x and y radius move together
-    assert places({"a.py": PARENT.replace("0.3 * y", "0.4 * y")}, {KNOB}) == [("a.py", 3, (1,)), ("a.py", 3, (3,))]
+    assert places({"a.py": PARENT}, {KNOB}) == [("a.py", 3, (1, 3), KNOB)]  # x and y radius move together
+    assert places({"a.py": PARENT.replace("0.3 * y", "0.4 * y")}, {KNOB}) == [("a.py", 3, (1,), KNOB), ("a.py", 3, (3,), KNOB)]
     assert places({"a.py": PARENT}, {("a.py", RING, 0, (1, 9))}) == []  # no 10th number on that line
     assert places({"a.py": PARENT.replace("0.5 +", "0.6 +")}, {KNOB}) == []  # the line now reads otherwise
 
@@ -72,7 +73,7 @@ def test_nudged_moves_a_number_by_a_small_relative_step(token, step, want):
 def ctx(known=frozenset(), files=PARENT) -> ProposalContext:
     return ProposalContext(
         task="T", parent_id=7, files={"a.py": files}, editable=["a.py"], target="a.py",
-        knobs=frozenset({KNOB}), known=known,
+        knobs=BOTH_WAYS, known=known,
     )
 
 
@@ -108,30 +109,54 @@ def test_refine_accepts_parents_with_a_knob_and_a_nudge_the_archive_lacks():
     op = RefineOperator()
     assert op.needs_knobs and not op.calls_fm
     files = {"a.py": PARENT}
-    assert op.accepts(files, frozenset({KNOB}), frozenset())
-    assert not op.accepts(files, frozenset({("b.py", *KNOB[1:])}), frozenset())
+    assert op.accepts(files, BOTH_WAYS, frozenset())
+    assert not op.accepts(files, frozenset({(("b.py", *KNOB[1:]), 1)}), frozenset())
     assert not op.accepts(files, frozenset(), frozenset())
-    every = frozenset(text_key({"a.py": nudge}) for _, nudge, _ in nudges(files, frozenset({KNOB})))
+    every = frozenset(text_key({"a.py": nudge}) for _, nudge, _ in nudges(files, BOTH_WAYS))
     assert len(every) == len(FLOAT_STEPS)
-    assert not op.accepts(files, frozenset({KNOB}), every)  # all tried: pick another parent
-    assert op.accepts(files, frozenset({KNOB}), every - {min(every)})
+    assert not op.accepts(files, BOTH_WAYS, every)  # all tried: pick another parent
+    assert op.accepts(files, BOTH_WAYS, every - {min(every)})
+    up = [text for _, text, _ in nudges(files, frozenset({(KNOB, 1)}))]  # a retired direction is not tried
+    assert len(up) == len(FLOAT_STEPS) // 2 and all("0.3 *" not in t and "0.2" not in t for t in up)
 
 
-def test_knob_book_learns_from_valid_fm_edits_and_retires_knobs_whose_nudges_break_programs():
+def both(*knobs):
+    return {(k, d) for k in knobs for d in (1, -1)}
+
+
+def test_knob_book_learns_from_valid_fm_edits_and_retires_directions_that_break_programs():
     book = KnobBook()
     count = "N = 26\n" + PARENT
     wider = count.replace("0.3 *", "0.25 *")
+    ring = ("a.py", RING, 0, (1, 3))
     book.observe({"a.py": count}, {"a.py": count.replace("N = 26", "N = 30")}, by_fm=True, valid=False)
     assert book.active == frozenset()  # an FM edit that broke the program teaches no knob
     book.observe({"a.py": count}, {"a.py": wider}, by_fm=True, valid=True)
     book.observe({"a.py": count}, {"a.py": count.replace("N = 26", "N = 27").replace("0.3 *", "0.2 *")}, by_fm=True, valid=True)
     n_knob = ("a.py", "N=#", 0, (0,))
-    assert book.active == {("a.py", RING, 0, (1, 3)), n_knob}
+    assert book.active == both(ring, n_knob)
     book.observe({"a.py": wider}, {"a.py": wider.replace("0.25 *", "0.26 *")}, by_fm=False, valid=True)
-    assert len(book.active) == 2  # a refine child never adds a knob
-    for _ in range(RETIRE_AFTER):  # nudges of the count alone keep breaking the program
+    assert book.active == both(ring, n_knob)  # a refine child never adds a knob
+    for _ in range(RETIRE_AFTER):  # lowering the count alone keeps breaking the program
         book.observe({"a.py": count}, {"a.py": count.replace("N = 26", "N = 25")}, by_fm=False, valid=False)
-    assert book.retired(n_knob) and book.active == {("a.py", RING, 0, (1, 3))}
+    assert book.retired(n_knob, -1) and not book.retired(n_knob, 1)
+    assert book.active == both(ring) | {(n_knob, 1)}
+
+
+def test_knob_book_retires_a_direction_whose_nudges_change_nothing_measured():
+    book = KnobBook()
+    loops = "for i in range(8):\n    a(i)\n"
+    knob = ("a.py", "foriinrange(#):", 0, (0,))
+    book.observe({"a.py": loops}, {"a.py": loops.replace("8", "7")}, by_fm=True, valid=True)  # fewer passes: it matters
+    assert book.active == both(knob)
+    book.observe({"a.py": loops}, {"a.py": loops.replace("8", "9")}, by_fm=False, valid=True, same_score=True)
+    assert not book.retired(knob, 1)  # once may be chance
+    book.observe({"a.py": loops}, {"a.py": loops.replace("8", "10")}, by_fm=False, valid=True, same_score=True)
+    assert book.retired(knob, 1) and book.active == {(knob, -1)}  # more passes change nothing: only down
+    book.observe({"a.py": loops}, {"a.py": loops.replace("8", "6")}, by_fm=False, valid=True)
+    for n in ("5", "4"):  # a direction that once moved the score stays live
+        book.observe({"a.py": loops}, {"a.py": loops.replace("8", n)}, by_fm=False, valid=True, same_score=True)
+    assert book.active == {(knob, -1)}
 
 
 def test_numeric_only_means_the_same_lines_up_to_their_numbers():

@@ -64,9 +64,10 @@ class ProposalContext:
     exemplars: list[Exemplar] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # recent failed children of this parent
     idea: str = ""  # a direction to try, from the evaluator's or the campaign's ideas
-    # for operators that need_knobs: (path, line shape, number index) of every number FM edits in
-    # the archive have changed, and the digests (refine.text_key) of the programs it holds
-    knobs: frozenset[tuple[str, str, int]] = frozenset()
+    # for operators that need_knobs: the numbers FM edits in the archive have changed and the
+    # directions they may still move in (refine.Direction), and the digests (refine.text_key) of the
+    # programs the archive holds
+    knobs: frozenset = frozenset()
     known: frozenset[str] = frozenset()
 
 

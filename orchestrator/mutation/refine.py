@@ -87,11 +87,12 @@ def knobs_changed(origin: dict[str, str], files: dict[str, str]) -> set[Knob]:
     return knobs
 
 
-def places(files: dict[str, str], knobs: frozenset[Knob] | set[Knob]) -> list[tuple[str, int, tuple[int, ...]]]:
-    """Where the knobs are in a program: (path, line index, number indices), in file order. Knobs of
-    one line that hold the same number move together (the x and y radius of one ring)."""
+def places(files: dict[str, str], knobs) -> list[tuple[str, int, tuple[int, ...], Knob]]:
+    """Where the knobs are in a program: (path, line index, number indices, knob), in file order.
+    Numbers of one knob that are equal move together (the x and y radius of one ring)."""
     out = set()
-    for path, template, occurrence, ks in knobs:
+    for knob in knobs:
+        path, template, occurrence, ks = knob
         if path not in files:
             continue
         lines = files[path].split("\n")
@@ -103,7 +104,7 @@ def places(files: dict[str, str], knobs: frozenset[Knob] | set[Knob]) -> list[tu
         groups: dict[float, list[int]] = {}
         for k in ks:
             groups.setdefault(float(tokens[k]), []).append(k)
-        out.update((path, i, tuple(g)) for g in groups.values())
+        out.update((path, i, tuple(g), knob) for g in groups.values())
     return sorted(out)
 
 
@@ -118,32 +119,43 @@ def numeric_only(origin: dict[str, str], files: dict[str, str]) -> bool:
     return True
 
 
-#: a knob is retired once this many children that turned it alone were invalid, and none valid
+#: a knob's direction (up or down) is retired once this many children that moved it alone that way
+#: were invalid or changed nothing (the same score as their parent), and none did better than that
 RETIRE_AFTER = 2
+#: a knob and a direction refine may move it in (+1 up, -1 down)
+Direction = tuple[Knob, int]
 
 
 class KnobBook:
     """What the archive teaches about numbers: the knobs that FM edits with a valid result turned,
-    and how children that turned one knob alone fared. A knob whose nudges only ever break the
-    program (a count the evaluator fixes, say) is retired."""
+    and how children that moved one knob alone fared, per direction. A direction whose nudges only
+    ever break the program (a count the evaluator fixes) or change nothing it measures (a loop
+    bound whose extra passes are overwritten) is retired; ``active`` holds the live ones."""
 
     def __init__(self) -> None:
         self._turned: set[Knob] = set()
-        self._outcomes: dict[Knob, list[int]] = {}  # knob → [valid, invalid]
-        self.active: frozenset[Knob] = frozenset()
+        self._outcomes: dict[Direction, list[int]] = {}  # → [changed the score, broke it or changed nothing]
+        self.active: frozenset[Direction] = frozenset()
 
-    def observe(self, origin: dict[str, str], files: dict[str, str], *, by_fm: bool, valid: bool) -> None:
-        """Learn from one evaluated child (``files``) of ``origin``."""
+    def observe(self, origin: dict[str, str], files: dict[str, str], *, by_fm: bool, valid: bool,
+                same_score: bool = False) -> None:
+        """Learn from one evaluated child (``files``) of ``origin``; ``same_score``: it scored
+        exactly what its parent did."""
         turned = knobs_changed(origin, files)
         if by_fm and valid:
             self._turned |= turned
         if len(turned) == 1 and numeric_only(origin, files):
-            self._outcomes.setdefault(next(iter(turned)), [0, 0])[0 if valid else 1] += 1
-        self.active = frozenset(k for k in self._turned if not self.retired(k))
+            knob = next(iter(turned))
+            path, _, _, ks = knob
+            i = places(origin, {knob})[0][1]
+            old, new = (float(NUMBER_RE.findall(t[path].split("\n")[i])[ks[0]]) for t in (origin, files))
+            useless = not valid or same_score
+            self._outcomes.setdefault((knob, 1 if new > old else -1), [0, 0])[1 if useless else 0] += 1
+        self.active = frozenset((k, d) for k in self._turned for d in (1, -1) if not self.retired(k, d))
 
-    def retired(self, knob: Knob) -> bool:
-        valid, invalid = self._outcomes.get(knob, (0, 0))
-        return valid == 0 and invalid >= RETIRE_AFTER
+    def retired(self, knob: Knob, direction: int) -> bool:
+        useful, useless = self._outcomes.get((knob, direction), (0, 0))
+        return useful == 0 and useless >= RETIRE_AFTER
 
 
 def _is_int(token: str) -> bool:
@@ -164,16 +176,19 @@ def nudged(token: str, step: float) -> str:
     return text
 
 
-def nudges(files: dict[str, str], knobs: frozenset[Knob], rng: random.Random | None = None):
-    """Every nudge of ``files`` along ``knobs``: (changed path, its new text, what was done), in
-    file order, or shuffled (places, then steps) by ``rng``."""
-    where = places(files, knobs)
+def nudges(files: dict[str, str], directions: frozenset[Direction], rng: random.Random | None = None):
+    """Every nudge of ``files`` along the knobs' live ``directions``: (changed path, its new text,
+    what was done), in file order, or shuffled (places, then steps) by ``rng``."""
+    ways: dict[Knob, set[int]] = {}
+    for knob, direction in directions:
+        ways.setdefault(knob, set()).add(direction)
+    where = places(files, ways)
     if rng is not None:
         rng.shuffle(where)
-    for path, i, ks in where:
+    for path, i, ks, knob in where:
         lines = files[path].split("\n")
         token = NUMBER_RE.findall(lines[i])[ks[0]]
-        steps = list(INT_STEPS if _is_int(token) else FLOAT_STEPS)
+        steps = [s for s in (INT_STEPS if _is_int(token) else FLOAT_STEPS) if (1 if s > 0 else -1) in ways[knob]]
         if rng is not None:
             rng.shuffle(steps)
         for step in steps:
@@ -193,7 +208,7 @@ class RefineOperator(Operator):
     def __init__(self) -> None:
         self._keys: dict[tuple[str, frozenset], frozenset[str]] = {}  # (program, knobs) → its nudges' digests
 
-    def accepts(self, files: dict[str, str], knobs: frozenset[Knob], known: frozenset[str]) -> bool:
+    def accepts(self, files: dict[str, str], knobs: frozenset[Direction], known: frozenset[str]) -> bool:
         """Whether some nudge of this program is not in the archive yet."""
         key = (text_key(files), knobs)
         if key not in self._keys:
