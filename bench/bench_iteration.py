@@ -6,8 +6,11 @@ Two modes:
                       left is the orchestrator, the sandbox and the evaluator; one worker, one
                       proposal in flight, so the per-iteration wall time is not hidden by overlap.
   --embedded N        N iterations on the embedded model, for the FM generation figures.
+  --operators TOML    the scripted mix, e.g. '{ rewrite = 0.3, refine = 0.7 }' (each answer is a new
+                      grid whose small circle shrinks, so refine learns that number as a knob).
 
-Writes bench/results/iteration.json (or iteration_embedded.json) and prints a table.
+Writes bench/results/iteration.json (iteration_mix.json with --operators, iteration_embedded.json
+with --embedded) and prints a table.
 Run:  .venv/bin/python bench/bench_iteration.py [--iterations 30] [--embedded 6]
 """
 
@@ -47,9 +50,11 @@ def breakdown(run_dir: Path, wall_s: float) -> dict:
     t = lambda key: [n.timings.get(key, 0.0) for n in nodes]  # noqa: E731
     fm = t("fm_s")
     prompt_parse = [n.timings["propose_s"] - n.timings["fm_s"] for n in nodes]
-    orchestrator = [
-        n.timings["select_s"] + (n.timings["propose_s"] - n.timings["fm_s"]) + n.timings["archive_s"] for n in nodes
-    ]
+    own = lambda n: n.timings["select_s"] + (n.timings["propose_s"] - n.timings["fm_s"]) + n.timings["archive_s"]  # noqa: E731
+    orchestrator = [own(n) for n in nodes]
+    by_operator: dict[str, list[float]] = {}
+    for n in nodes:
+        by_operator.setdefault(n.operator, []).append(own(n))
     evaluation_other = [n.timings["eval_s"] - n.timings["sandbox_s"] for n in nodes]
     return {
         "iterations_measured": len(nodes),
@@ -62,15 +67,16 @@ def breakdown(run_dir: Path, wall_s: float) -> dict:
         "select_and_context": _ms(t("select_s")),
         "prompt_and_parse": _ms(prompt_parse),
         "orchestrator_own_share": _ms(orchestrator),
+        "orchestrator_own_share_by_operator": {op: {"n": len(v), **_ms(v)} for op, v in sorted(by_operator.items())},
     }
 
 
-def scripted(iterations: int) -> dict:
+def scripted(iterations: int, operators: str) -> dict:
     os.environ["DGM_TEST_KEY"] = "bench"
     tmp = Path(tempfile.mkdtemp(prefix="dgm-bench-"))
     # a different valid packing every call, so every child is evaluated
     with ScriptedFMServer(responder=distinct_grids(prompt_tokens=600, completion_tokens=300)) as srv:
-        cfg_path = write_config(tmp, srv.base_url, iterations=iterations, workers=1)
+        cfg_path = write_config(tmp, srv.base_url, iterations=iterations, workers=1, operators=operators)
         cfg_path.write_text(cfg_path.read_text().replace("concurrency = 2", "concurrency = 1"))
         cfg = load_config(cfg_path)
         from orchestrator.fm.client import FMClient
@@ -79,7 +85,8 @@ def scripted(iterations: int) -> dict:
             t0 = time.perf_counter()
             Campaign(cfg, tmp / "run", fm).run()
             wall = time.perf_counter() - t0
-    return {"mode": "scripted FM over HTTP, 1 worker, 1 proposal in flight", **breakdown(tmp / "run", wall)}
+    return {"mode": f"scripted FM over HTTP, 1 worker, 1 proposal in flight, operators {operators}",
+            **breakdown(tmp / "run", wall)}
 
 
 def embedded(iterations: int) -> dict:
@@ -100,10 +107,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--embedded", type=int, default=0, metavar="N")
+    ap.add_argument("--operators", default="{ rewrite = 1.0 }", metavar="TOML")
     args = ap.parse_args()
-    result = embedded(args.embedded) if args.embedded else scripted(args.iterations)
+    result = embedded(args.embedded) if args.embedded else scripted(args.iterations, args.operators)
     result["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}
-    out = ROOT / "bench" / "results" / ("iteration_embedded.json" if args.embedded else "iteration.json")
+    name = "iteration_embedded" if args.embedded else "iteration" if args.operators == "{ rewrite = 1.0 }" else "iteration_mix"
+    out = ROOT / "bench" / "results" / f"{name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     for key, value in result.items():
         print(f"{key:28} {value}")

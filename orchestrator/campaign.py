@@ -103,7 +103,8 @@ class Campaign:
         self.eval_seed = random.Random(f"eval-{cfg.campaign.random_seed}").randrange(2**31)
         self.stats = Stats()
         self.nodes: dict[int, Node] = {}  # cache of every row; the main thread is the only writer
-        self._files: dict[int, dict[str, bytes]] = {}
+        self._files: dict[int, dict[str, bytes]] = {}  # a few nodes' whole trees
+        self._text_cache: dict[int, dict[str, str]] = {}  # every node's editable files, once read
         self.memory = CampaignMemory(self._texts, self._files_of)  # programs held, knobs learnt
         self.archive: Archive | None = None
         self.prior_wall_s = 0.0  # wall-clock of earlier runs of this campaign (resumes)
@@ -171,8 +172,8 @@ class Campaign:
             return False
         if self.stats.started >= target:
             return False
-        calls_in_flight = sum(1 for _, op, *_ in proposing.values() if self.operators[op].calls_fm)
-        reason = exhausted(self._usage(in_flight=calls_in_flight), self.cfg.budget)
+        # only FM calls wait in `proposing`: operators that call no FM run inline
+        reason = exhausted(self._usage(in_flight=len(proposing)), self.cfg.budget)
         if reason:
             self.stats.stop_reason = reason
             return False
@@ -274,8 +275,10 @@ class Campaign:
         return eligible[selection.sample(probs, self.rng)[0]]
 
     def _texts(self, node_id: int) -> dict[str, str]:
-        """The node's editable files as text."""
-        return _editable(self._files_of(node_id), f"node {node_id}")
+        """The node's editable files as text (cached: a node's code never changes)."""
+        if node_id not in self._text_cache:
+            self._text_cache[node_id] = _editable(self._files_of(node_id), f"node {node_id}")
+        return self._text_cache[node_id]
 
     def _context(self, parent: Node, *, with_knobs: bool = False) -> ProposalContext:
         texts = self._texts(parent.id)
@@ -333,6 +336,16 @@ class Campaign:
             completion_tokens=getattr(c, "completion_tokens", 0), cost_usd=getattr(c, "cost_usd", 0.0),
         )
         timings = {"select_s": select_s, "propose_s": propose_s, "fm_s": getattr(c, "latency_s", 0.0)}
+        files = texts = None
+        if proposal.valid:
+            files = {**self._files_of(parent_id), **{p: t.encode() for p, t in proposal.files.items()}}
+            try:
+                texts = _editable(files, f"node {parent_id}'s child")
+                twin = self.memory.duplicate_of(texts, files.get(MANIFEST))
+            except AgentManifestError:  # a broken agent.toml: the evaluation will say so
+                twin = None
+            if twin is not None:  # the same program was evaluated (or is in flight): spend nothing on it
+                proposal.files, proposal.error = None, f"the proposal is the same program as node {twin}, already evaluated"
         if not proposal.valid:
             node = self.archive.add_node(
                 parent_id=parent_id, status=NodeStatus.INVALID, message=f"invalid {op} proposal: {proposal.error}",
@@ -341,27 +354,14 @@ class Campaign:
             self._store(node)
             self._emit(f"node {node.id}: invalid proposal ({proposal.error[:60]})")
             return None
-        files = dict(self._files_of(parent_id))
-        files.update({p: t.encode() for p, t in proposal.files.items()})
-        try:
-            twin = self.memory.duplicate_of(_editable(files, f"node {parent_id}'s child"), files.get(MANIFEST))
-        except AgentManifestError:  # a broken agent.toml: the evaluation will say so
-            twin = None
-        if twin is not None:  # the same program was evaluated (or is in flight): spend nothing on it
-            error = f"the proposal is the same program as node {twin}, already evaluated"
-            node = self.archive.add_node(
-                parent_id=parent_id, status=NodeStatus.INVALID, message=f"duplicate {op} proposal of node {twin}",
-                error=error, feedback=error, timings=timings, **common,
-            )
-            self._store(node)
-            self._emit(f"node {node.id}: invalid proposal (same program as node {twin})")
-            return None
         timings["archive_s"] = time.perf_counter() - t0
         node = self.archive.add_node(
             parent_id=parent_id, status=NodeStatus.EVALUATING, files=files, message=proposal.summary,
             timings=timings, **common,
         )
         self._files[node.id] = files
+        if texts is not None:
+            self._text_cache[node.id] = texts
         self.memory.note_program(node)  # it counts from now, before its score is in
         node = self.archive.update_node(node.id, timings={**timings, "archive_s": time.perf_counter() - t0})
         self._store(node)

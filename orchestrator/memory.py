@@ -21,12 +21,15 @@ class CampaignMemory:
     def __init__(self, texts: Texts, files: Callable[[int], dict[str, bytes]]) -> None:
         self._texts, self._files = texts, files
         self._programs: dict[str, int] = {}  # digest of the editable files → first node holding them
+        self._known: frozenset[str] | None = frozenset()  # the same digests, frozen for operators
         self._book = KnobBook()
 
     @property
     def known(self) -> frozenset[str]:
-        """Digests of every program sent for evaluation."""
-        return frozenset(self._programs)
+        """Digests of every program sent for evaluation (frozen again only after a new one)."""
+        if self._known is None:
+            self._known = frozenset(self._programs)
+        return self._known
 
     @property
     def knobs(self) -> frozenset[Direction]:
@@ -38,9 +41,11 @@ class CampaignMemory:
         hold their parent's tree and are skipped)."""
         if node.parent_id is None or node.stages or node.status in (NodeStatus.PROPOSED, NodeStatus.EVALUATING):
             try:
-                self._programs.setdefault(text_key(self._texts(node.id)), node.id)
+                key = text_key(self._texts(node.id))
             except ValueError:  # a child that broke its agent.toml: nothing to note
-                pass
+                return
+            if key not in self._programs:
+                self._programs[key], self._known = node.id, None
 
     def learn(self, node: Node, parent: Node | None) -> None:
         """Learn from an evaluated child which numbers the FM turns and which nudges break programs

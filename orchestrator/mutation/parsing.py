@@ -201,6 +201,11 @@ NUMBER_RE = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(
 MARKER_RE = re.compile(r"^\s*(?:<{5,9}|={5,9}|>{5,9})")
 
 
+def is_code_line(line: str) -> bool:
+    """Not blank and not a comment: a line whose numbers mean something to the program."""
+    return bool(line.strip()) and not line.lstrip().startswith("#")
+
+
 def line_shape(line: str) -> str:
     """A line with its numbers masked and spaces removed: two lines of one shape differ only in numbers."""
     return re.sub(r"\s+", "", NUMBER_RE.sub("#", line))
@@ -217,7 +222,7 @@ def line_edits(old: str, answer: str) -> str | None:
     src = old.split("\n")
     by_shape: dict[str, list[int]] = {}
     for i, line in enumerate(src):
-        if NUMBER_RE.search(line) and line.strip() and not line.lstrip().startswith("#"):
+        if NUMBER_RE.search(line) and is_code_line(line):
             by_shape.setdefault(line_shape(line), []).append(i)
     changed = False
     for line in answer.split("\n"):

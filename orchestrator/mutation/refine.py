@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from orchestrator.mutation.operators import Operator, Proposal, Sampling
-from orchestrator.mutation.parsing import NUMBER_RE, ProposalInvalid, check_python, line_shape
+from orchestrator.mutation.parsing import NUMBER_RE, ProposalInvalid, check_python, is_code_line, line_shape
 from orchestrator.mutation.prompts import ProposalContext
 
 #: (path, the line with the changed numbers masked, which such line of the file, the changed numbers'
@@ -36,10 +36,6 @@ def text_key(files: dict[str, str]) -> str:
     for path in sorted(files):
         h.update(path.encode() + b"\0" + files[path].encode() + b"\0")
     return h.hexdigest()[:16]
-
-
-def _tunable(line: str) -> bool:
-    return bool(line.strip()) and not line.lstrip().startswith("#")
 
 
 def _sub_at(line: str, ks: tuple[int, ...], token: str) -> tuple[str, int]:
@@ -60,7 +56,7 @@ def _template(line: str, ks: tuple[int, ...]) -> str | None:
 
 
 def _occurrences(lines: list[str], template: str, ks: tuple[int, ...]) -> list[int]:
-    return [i for i, line in enumerate(lines) if _tunable(line) and _template(line, ks) == template]
+    return [i for i, line in enumerate(lines) if is_code_line(line) and _template(line, ks) == template]
 
 
 def knobs_changed(origin: dict[str, str], files: dict[str, str]) -> set[Knob]:
@@ -77,7 +73,7 @@ def knobs_changed(origin: dict[str, str], files: dict[str, str]) -> set[Knob]:
                 continue
             for i, y in zip(range(i1, i2), b[j1:j2]):
                 x = a[i]
-                if not _tunable(x) or line_shape(x) != line_shape(y):
+                if not is_code_line(x) or line_shape(x) != line_shape(y):
                     continue
                 pairs = zip(NUMBER_RE.findall(x), NUMBER_RE.findall(y))
                 ks = tuple(k for k, (p, q) in enumerate(pairs) if float(p) != float(q))
