@@ -47,6 +47,11 @@ class Node(BaseModel):
     error: str = ""  # why the node is invalid/failed/rejected, in words
 
     @property
-    def is_parent_candidate(self) -> bool:
-        """Only admitted nodes (and the seed, which is admitted) can be parents."""
-        return self.status == NodeStatus.ADMITTED
+    def final_feedback(self) -> str:
+        """The public words of the deepest stage it ran (its reason if that stage found it
+        invalid), else the first line of ``feedback``: the line a summary or a prompt shows."""
+        for stage in reversed(self.stages):
+            text = (stage.get("feedback") if stage.get("valid", True) else stage.get("error")) or ""
+            if text.strip():
+                return f"[{stage.get('stage', '?')}] {text.strip()}"
+        return self.feedback.split("\n")[0]

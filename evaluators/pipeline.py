@@ -48,10 +48,32 @@ class StageResult:
 class EvaluationResult:
     stages: list[StageResult] = field(default_factory=list)
     evaluator_error: str = ""  # a fault of the evaluator or the sandbox, not of the candidate
+    selected: int = 0  # how many stages were selected to run (0: unknown, treat what ran as all)
 
     @property
-    def first_stage_complete(self) -> bool:
-        return bool(self.stages) and self.stages[0].valid
+    def _ran_all(self) -> bool:
+        return not self.selected or len(self.stages) == self.selected
+
+    # How a node is ranked (one comparable scale): stages are increasing fidelities of one task, and
+    # a node is scored only when it ran every selected stage, valid and through every gate, by the
+    # LAST stage's score. A node that stopped at a gate is not ranked at all (the campaign rejects
+    # it with the gate's reason), and a node found invalid in ANY stage is invalid with that stage's
+    # reason, so a smoke score never stands for a candidate that a later stage refused.
+
+    @property
+    def valid(self) -> bool:
+        """No stage found the candidate invalid, and the evaluator did not break."""
+        return bool(self.stages) and not self.evaluator_error and all(s.valid for s in self.stages)
+
+    @property
+    def complete(self) -> bool:
+        """Valid, and every selected stage ran and passed its gate: the node can be ranked."""
+        return self.valid and self._ran_all and all(s.passed_gate for s in self.stages)
+
+    @property
+    def gated(self) -> StageResult | None:
+        """The stage whose gate stopped a valid candidate, if any."""
+        return next((s for s in self.stages if s.valid and not s.passed_gate), None) if self.valid else None
 
     @property
     def last_valid(self) -> StageResult | None:
@@ -60,8 +82,8 @@ class EvaluationResult:
 
     @property
     def score(self) -> float | None:
-        last = self.last_valid
-        return last.score if last else None
+        """The comparable score: the last stage's, only when the evaluation is complete."""
+        return self.stages[-1].score if self.complete else None
 
     @property
     def public_metrics(self) -> dict[str, float]:
@@ -167,8 +189,8 @@ def evaluate(
 
     ``gpu`` is a :class:`sandboxes.gpu.GpuLease`; the candidate then sees only that device.
     """
-    result = EvaluationResult()
     selected = _select_stages(evaluator, stages)
+    result = EvaluationResult(selected=len(selected))
     before = evaluator_fingerprint(evaluator)
     workroot = Path(workroot or Path(tempfile.gettempdir()) / "dgm-work")
     workroot.mkdir(parents=True, exist_ok=True)

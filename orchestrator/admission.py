@@ -14,7 +14,7 @@ from orchestrator import plugins
 
 @dataclass(frozen=True)
 class Candidate:
-    first_stage_complete: bool  # ran and produced valid output in the first stage
+    complete: bool  # valid in every stage, through every gate (see orchestrator.verdict)
     changed: bool  # the child's code differs from its parent's
     score: float | None
     parent_score: float | None
@@ -39,13 +39,13 @@ Policy = Callable[[Candidate, AdmissionRule], Decision]
 def _basic(c: Candidate) -> Decision | None:
     if not c.changed:
         return Decision(False, "no change from the parent")
-    if not c.first_stage_complete or c.score is None:
-        return Decision(False, "did not complete the first stage")
+    if not c.complete or c.score is None:
+        return Decision(False, "did not complete every stage")
     return None
 
 
 def keep_all_valid(c: Candidate, rule: AdmissionRule) -> Decision:
-    """DGM ``keep_all``: ran, made a non-empty change, completed the first stage."""
+    """DGM ``keep_all``: ran, made a non-empty change, completed every stage."""
     return _basic(c) or Decision(True, "valid and changed")
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.budget import BudgetLimits
 from orchestrator.fm.config import FMConfig
+from orchestrator.mutation import DEFAULT_WEIGHTS
 
 
 class _Section(BaseModel):
@@ -33,7 +34,7 @@ class EvaluatorSection(_Section):
 
 class MutationSection(_Section):
     operators: dict[str, float] = Field(
-        default_factory=lambda: {"diff": 0.35, "tweak": 0.2, "function": 0.1, "rewrite": 0.1, "refine": 0.25}
+        default_factory=lambda: dict(DEFAULT_WEIGHTS)
     )
     exemplars: int = Field(2, ge=0, le=10)
     failures_shown: int = Field(2, ge=0, le=10)

@@ -6,10 +6,14 @@ from archive.archive import NotARunDir
 from archive.lock import ArchiveLocked
 from evaluators.agent import AgentManifestError
 from evaluators.registry import EvaluatorLoadError
-from orchestrator.campaign import CampaignError
 from orchestrator.config import ConfigError
 from orchestrator.fm.client import FMConfigError, FMError
 from sandboxes.base import SandboxError
+
+
+class CampaignError(RuntimeError):
+    """The campaign cannot start or go on (a bad name in its config, an invalid seed agent, ...)."""
+
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     NotARunDir,

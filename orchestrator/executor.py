@@ -38,37 +38,47 @@ class EvalJob:
     seed: int = 0
 
 
-_cache_lock = threading.Lock()
-_evaluators: dict[tuple, Evaluator] = {}
-_sandboxes: dict[SandboxSpec, Any] = {}
-_gpu_pools: dict[int, Any] = {}
+class EvaluationEnvironment:
+    """What evaluations on one host share: evaluator instances (one per name and options), sandboxes
+    (one per spec) and the GPU pool. An executor owns one and hands it to every job; a Ray worker
+    would build its own. Safe to use from the evaluation thread pool."""
 
+    def __init__(self, *, gpu_pool: Any = None, sandboxes: dict[SandboxSpec, Any] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._evaluators: dict[tuple, Evaluator] = {}
+        self._sandboxes: dict[SandboxSpec, Any] = dict(sandboxes or {})
+        self._gpu_pool = gpu_pool  # None: detected on first use (empty on a machine without GPUs)
+        self._per_gpu: int | None = None
 
-def _gpu_pool(per_gpu: int):
-    """One pool per process (GPUs detected once); empty on a machine without GPUs."""
-    from sandboxes.gpu import GpuPool
+    def evaluator(self, name: str, options: dict[str, Any]) -> Evaluator:
+        key = (name, tuple(sorted((k, repr(v)) for k, v in options.items())))
+        with self._lock:
+            if key not in self._evaluators:
+                self._evaluators[key] = registry.create(name, options)
+            return self._evaluators[key]
 
-    with _cache_lock:
-        if per_gpu not in _gpu_pools:
-            _gpu_pools[per_gpu] = GpuPool(per_gpu=per_gpu)
-        return _gpu_pools[per_gpu]
+    def sandbox(self, spec: SandboxSpec):
+        from sandboxes.factory import make_sandbox
 
+        with self._lock:
+            if spec not in self._sandboxes:
+                self._sandboxes[spec] = make_sandbox(spec.backend, trusted=spec.trusted)
+            return self._sandboxes[spec]
 
-def _evaluator(name: str, options: dict[str, Any]) -> Evaluator:
-    key = (name, tuple(sorted((k, repr(v)) for k, v in options.items())))
-    with _cache_lock:
-        if key not in _evaluators:
-            _evaluators[key] = registry.create(name, options)
-        return _evaluators[key]
+    def gpu_pool(self, per_gpu: int):
+        """The host's GPUs, detected once; every job of this environment leases from this pool."""
+        from sandboxes.gpu import GpuPool
 
+        with self._lock:
+            if self._gpu_pool is None:
+                self._gpu_pool = GpuPool(per_gpu=per_gpu)
+            return self._gpu_pool
 
-def _sandbox(spec: SandboxSpec):
-    from sandboxes.factory import make_sandbox
-
-    with _cache_lock:
-        if spec not in _sandboxes:
-            _sandboxes[spec] = make_sandbox(spec.backend, trusted=spec.trusted)
-        return _sandboxes[spec]
+    def close(self) -> None:
+        with self._lock:
+            for sandbox in self._sandboxes.values():
+                sandbox.close()
+            self._sandboxes.clear()
 
 
 def write_tree(files: dict[str, bytes], dest: Path) -> None:
@@ -78,15 +88,15 @@ def write_tree(files: dict[str, bytes], dest: Path) -> None:
         path.write_bytes(data)
 
 
-def run_job(job: EvalJob) -> EvaluationResult:
+def run_job(job: EvalJob, env: EvaluationEnvironment) -> EvaluationResult:
     """Materialise the agent in a temporary directory and run the staged evaluation on it."""
     agent_dir = Path(tempfile.mkdtemp(prefix=f"dgm-agent-{job.node_id}-"))
-    pool = _gpu_pool(job.sandbox.evals_per_gpu) if job.sandbox.use_gpu else None
+    pool = env.gpu_pool(job.sandbox.evals_per_gpu) if job.sandbox.use_gpu else None
     lease = pool.lease(1) if pool is not None and len(pool) else None  # blocks until a slot is free
     try:
         write_tree(job.files, agent_dir)
         return evaluate(
-            _evaluator(job.evaluator, job.evaluator_options), agent_dir, _sandbox(job.sandbox),
+            env.evaluator(job.evaluator, job.evaluator_options), agent_dir, env.sandbox(job.sandbox),
             seed=job.seed, stages=job.stages, device=lease.device if lease else "cpu", gpu=lease,
         )
     finally:
@@ -107,11 +117,14 @@ class Executor(abc.ABC):
 class LocalExecutor(Executor):
     """N evaluation workers on this machine; each evaluation is its own sandboxed process."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, env: EvaluationEnvironment | None = None) -> None:
+        self.env = env or EvaluationEnvironment()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dgm-eval")
 
     def submit(self, job: EvalJob) -> Future:
-        return self._pool.submit(run_job, job)
+        return self._pool.submit(run_job, job, self.env)
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        if wait:  # sandboxes still in use by abandoned evaluations are left to the process exit
+            self.env.close()

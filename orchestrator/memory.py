@@ -1,68 +1,43 @@
-"""What a campaign has learnt from its archive, beyond scores: which programs it holds (so none is
-evaluated twice) and which numbers FM edits turn (the knobs ``refine`` tunes).
-
-Rebuilt from the nodes on resume; the loop feeds it each node as it is written.
+"""Program memory: which programs a campaign has already sent for evaluation, so that none is
+evaluated twice. A proposal that rebuilds one, from any parent, is recorded as invalid and costs no
+evaluation. Rebuilt from the nodes on resume; the loop feeds it every node as it is written.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable
 
-from archive import Node, NodeStatus
 from evaluators.agent import MANIFEST
-from orchestrator.mutation.refine import Direction, KnobBook, text_key
-
-#: a node's editable files as text; raises ValueError for an agent whose manifest is broken
-Texts = Callable[[int], dict[str, str]]
-EVALUATED = (NodeStatus.ADMITTED, NodeStatus.REJECTED, NodeStatus.INVALID)
+from orchestrator.events import NodeEvent
 
 
-class CampaignMemory:
-    def __init__(self, texts: Texts, files: Callable[[int], dict[str, bytes]]) -> None:
-        self._texts, self._files = texts, files
+def program_digest(files: dict[str, str]) -> str:
+    """A short digest of a program's editable files, to recognise a program the archive holds."""
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(path.encode() + b"\0" + files[path].encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+class ProgramMemory:
+    def __init__(self, manifest_of: Callable[[int], bytes | None]) -> None:
+        self._manifest_of = manifest_of  # a node's agent.toml, to tell programs with other manifests apart
         self._programs: dict[str, int] = {}  # digest of the editable files → first node holding them
-        self._known: frozenset[str] | None = frozenset()  # the same digests, frozen for operators
-        self._book = KnobBook()
 
-    @property
-    def known(self) -> frozenset[str]:
-        """Digests of every program sent for evaluation (frozen again only after a new one)."""
-        if self._known is None:
-            self._known = frozenset(self._programs)
-        return self._known
-
-    @property
-    def knobs(self) -> frozenset[Direction]:
-        """The knobs refine may move, each with a direction not yet retired."""
-        return self._book.active
-
-    def note_program(self, node: Node) -> None:
+    def observe(self, event: NodeEvent) -> None:
         """Remember the program of a node sent for evaluation (invalid proposals and FM failures
         hold their parent's tree and are skipped)."""
-        if node.parent_id is None or node.stages or node.status in (NodeStatus.PROPOSED, NodeStatus.EVALUATING):
-            try:
-                key = text_key(self._texts(node.id))
-            except ValueError:  # a child that broke its agent.toml: nothing to note
-                return
-            if key not in self._programs:
-                self._programs[key], self._known = node.id, None
-
-    def learn(self, node: Node, parent: Node | None) -> None:
-        """Learn from an evaluated child which numbers the FM turns and which nudges break programs
-        or change nothing."""
-        if parent is None or not node.stages or node.status not in EVALUATED:
+        if not event.sent_for_evaluation:
             return
-        try:
-            origin, texts = self._texts(parent.id), self._texts(node.id)
-        except ValueError:
+        texts = event.texts
+        if texts is None:  # a child that broke its agent.toml: nothing to note
             return
-        valid = node.status != NodeStatus.INVALID
-        self._book.observe(origin, texts, by_fm=bool(node.fm_model), valid=valid,
-                           same_score=valid and node.score is not None and node.score == parent.score)
+        self._programs.setdefault(program_digest(texts), event.node.id)
 
     def duplicate_of(self, texts: dict[str, str], manifest: bytes | None) -> int | None:
         """The node that already holds this program (same editable files and manifest), if any."""
-        other = self._programs.get(text_key(texts))
-        if other is not None and self._files(other).get(MANIFEST) == manifest:
+        other = self._programs.get(program_digest(texts))
+        if other is not None and self._manifest_of(other) == manifest:
             return other
         return None

@@ -26,14 +26,16 @@ class Recording(Sandbox):
         return self.inner.run(argv, workdir, limits, env=env, ro_paths=ro_paths, **kw)  # no device node here
 
 
+def environment(pool: GpuPool):
+    """An evaluation environment with this GPU pool and a recording sandbox for the default spec."""
+    recording, spec = Recording(), executor.SandboxSpec("auto")
+    return executor.EvaluationEnvironment(gpu_pool=pool, sandboxes={spec: recording}), recording, spec
+
+
 @pytest.fixture
-def one_gpu(monkeypatch):
+def one_gpu():
     pool = GpuPool(gpus=[Gpu(0, uuid="GPU-fake-0")], per_gpu=1, control_nodes=[])
-    monkeypatch.setitem(executor._gpu_pools, 1, pool)
-    recording = Recording()
-    spec = executor.SandboxSpec("auto")
-    monkeypatch.setitem(executor._sandboxes, spec, recording)
-    return pool, recording, spec
+    return (pool, *environment(pool))
 
 
 def files(code: str | None = None) -> dict[str, bytes]:
@@ -44,25 +46,22 @@ def files(code: str | None = None) -> dict[str, bytes]:
 
 
 def test_each_evaluation_leases_the_gpu_and_returns_it(one_gpu):
-    pool, recording, spec = one_gpu
-    result = executor.run_job(executor.EvalJob(1, files(), "circle_packing", sandbox=spec))
-    assert result.first_stage_complete
+    pool, env, recording, spec = one_gpu
+    result = executor.run_job(executor.EvalJob(1, files(), "circle_packing", sandbox=spec), env)
+    assert result.valid
     lease = recording.seen[0]["gpu"]
     assert lease is not None and lease.env["CUDA_VISIBLE_DEVICES"] == "GPU-fake-0"
     assert lease.released and pool.in_use() == {0: 0}
 
 
 def test_lease_is_returned_when_the_candidate_crashes(one_gpu):
-    pool, recording, spec = one_gpu
-    result = executor.run_job(executor.EvalJob(2, files(CRASH), "circle_packing", sandbox=spec))
-    assert not result.first_stage_complete and "boom" in result.error
+    pool, env, recording, spec = one_gpu
+    result = executor.run_job(executor.EvalJob(2, files(CRASH), "circle_packing", sandbox=spec), env)
+    assert not result.valid and "boom" in result.error
     assert recording.seen[0]["gpu"].released and pool.in_use() == {0: 0}
 
 
-def test_no_gpu_means_no_lease(monkeypatch):
-    monkeypatch.setitem(executor._gpu_pools, 1, GpuPool(gpus=[], control_nodes=[]))
-    recording = Recording()
-    spec = executor.SandboxSpec("auto")
-    monkeypatch.setitem(executor._sandboxes, spec, recording)
-    assert executor.run_job(executor.EvalJob(3, files(), "circle_packing", sandbox=spec)).first_stage_complete
+def test_no_gpu_means_no_lease():
+    env, recording, spec = environment(GpuPool(gpus=[], control_nodes=[]))
+    assert executor.run_job(executor.EvalJob(3, files(), "circle_packing", sandbox=spec), env).valid
     assert recording.seen[0]["gpu"] is None

@@ -15,19 +15,20 @@ from orchestrator.mutation.refine import (
     nudged,
     nudges,
     numeric_only,
+    Knob,
     places,
-    text_key,
 )
+from orchestrator.memory import program_digest as text_key
 
 PARENT = "def f():\n    n = range(8)\n    # ring at 0.3\n    r = [0.5 + 0.3 * x, 0.5 + 0.3 * y]\n    return g(r, -2.0)\n"
 RING = "r=[0.5+#*x,0.5+#*y]"  # the ring line with its radii masked
-KNOB = ("a.py", RING, 0, (1, 3))  # both radii of the first (only) such line
+KNOB = Knob("a.py", RING, 0, (1, 3))  # both radii of the first (only) such line
 BOTH_WAYS = frozenset({(KNOB, 1), (KNOB, -1)})
 
 
 def test_knobs_are_the_numbers_an_edit_changed_on_lines_that_kept_their_shape():
     child = PARENT.replace("0.3 *", "0.25 *").replace("range(8)", "range(9)")
-    assert knobs_changed({"a.py": PARENT}, {"a.py": child}) == {KNOB, ("a.py", "n=range(#)", 0, (0,))}
+    assert knobs_changed({"a.py": PARENT}, {"a.py": child}) == {KNOB, Knob("a.py", "n=range(#)", 0, (0,))}
     # lines added around the change, a renamed call elsewhere and a changed comment do not hide it
     mixed = child.replace("    return g(r, -2.0)", "    s = 1\n    return h(r, -2.0)").replace("at 0.3", "at 0.25")
     assert KNOB in knobs_changed({"a.py": PARENT}, {"a.py": mixed})
@@ -41,7 +42,7 @@ TWO_LOOPS = "for i in range(8):\n    a(i)\nfor i in range(17):\n    b(i)\n"
 
 def test_a_knob_names_its_line_among_lines_that_read_alike():
     knobs = knobs_changed({"a.py": TWO_LOOPS}, {"a.py": TWO_LOOPS.replace("17", "16")})
-    assert knobs == {("a.py", "foriinrange(#):", 1, (0,))}  # the second loop, not the first
+    assert knobs == {Knob("a.py", "foriinrange(#):", 1, (0,))}  # the second loop, not the first
     assert places({"a.py": TWO_LOOPS}, knobs) == [("a.py", 2, (0,), next(iter(knobs)))]
     assert places({"a.py": TWO_LOOPS.replace("for i in range(8):\n    a(i)\n", "")}, knobs) == []  # gone
 
@@ -49,7 +50,7 @@ def test_a_knob_names_its_line_among_lines_that_read_alike():
 def test_places_group_equal_numbers_of_one_line():
     assert places({"a.py": PARENT}, {KNOB}) == [("a.py", 3, (1, 3), KNOB)]  # x and y radius move together
     assert places({"a.py": PARENT.replace("0.3 * y", "0.4 * y")}, {KNOB}) == [("a.py", 3, (1,), KNOB), ("a.py", 3, (3,), KNOB)]
-    assert places({"a.py": PARENT}, {("a.py", RING, 0, (1, 9))}) == []  # no 10th number on that line
+    assert places({"a.py": PARENT}, {Knob("a.py", RING, 0, (1, 9))}) == []  # no 10th number on that line
     assert places({"a.py": PARENT.replace("0.5 +", "0.6 +")}, {KNOB}) == []  # the line now reads otherwise
 
 
@@ -70,15 +71,19 @@ def test_nudged_moves_a_number_by_a_small_relative_step(token, step, want):
     assert nudged(token, step) == want
 
 
-def ctx(known=frozenset(), files=PARENT) -> ProposalContext:
-    return ProposalContext(
-        task="T", parent_id=7, files={"a.py": files}, editable=["a.py"], target="a.py",
-        knobs=BOTH_WAYS, known=known,
-    )
+def ctx(files=PARENT) -> ProposalContext:
+    return ProposalContext(task="T", parent_id=7, files={"a.py": files}, editable=["a.py"], target="a.py")
+
+
+def refine(knobs=BOTH_WAYS, known=()) -> RefineOperator:
+    """A refine operator in the state that observing an archive would leave it in."""
+    op = RefineOperator()
+    op.book.active, op.known = frozenset(knobs), set(known)
+    return op
 
 
 def test_refine_nudges_one_knob_by_each_step_in_a_seeded_order_without_calling_the_fm():
-    op = RefineOperator()
+    op = refine()
     seen = {}
     for s in range(60):
         p = op.propose(ctx(), None, Sampling(1.0, s, 0))  # fm=None: it must not be touched
@@ -95,27 +100,27 @@ def test_refine_nudges_one_knob_by_each_step_in_a_seeded_order_without_calling_t
 
 
 def test_refine_skips_programs_the_archive_holds_and_says_when_none_is_left():
-    op = RefineOperator()
-    known = set()
+    op = refine()
+    known = op.known
     for s in range(len(FLOAT_STEPS)):
-        p = op.propose(ctx(frozenset(known)), None, Sampling(1.0, s, 0))
+        p = op.propose(ctx(), None, Sampling(1.0, s, 0))
         assert p.valid and text_key({"a.py": p.files["a.py"]}) not in known
         known.add(text_key({"a.py": p.files["a.py"]}))
-    last = op.propose(ctx(frozenset(known)), None, Sampling(1.0, 99, 0))
+    last = op.propose(ctx(), None, Sampling(1.0, 99, 0))
     assert not last.valid and "already in the archive" in last.error
 
 
 def test_refine_accepts_parents_with_a_knob_and_a_nudge_the_archive_lacks():
     op = RefineOperator()
-    assert op.needs_knobs and not op.calls_fm
+    assert op.selective and op.needs and not op.calls_fm
     files = {"a.py": PARENT}
-    assert op.accepts(files, BOTH_WAYS, frozenset())
-    assert not op.accepts(files, frozenset({(("b.py", *KNOB[1:]), 1)}), frozenset())
-    assert not op.accepts(files, frozenset(), frozenset())
+    assert refine().can_work_from(files)
+    assert not refine({(Knob("b.py", KNOB.template, KNOB.occurrence, KNOB.numbers), 1)}).can_work_from(files)
+    assert not refine(frozenset()).can_work_from(files)
     every = frozenset(text_key({"a.py": nudge}) for _, nudge, _ in nudges(files, BOTH_WAYS))
     assert len(every) == len(FLOAT_STEPS)
-    assert not op.accepts(files, BOTH_WAYS, every)  # all tried: pick another parent
-    assert op.accepts(files, BOTH_WAYS, every - {min(every)})
+    assert not refine(known=every).can_work_from(files)  # all tried: pick another parent
+    assert refine(known=every - {min(every)}).can_work_from(files)
     up = [text for _, text, _ in nudges(files, frozenset({(KNOB, 1)}))]  # a retired direction is not tried
     assert len(up) == len(FLOAT_STEPS) // 2 and all("0.3 *" not in t and "0.2" not in t for t in up)
 
@@ -128,7 +133,7 @@ def test_knob_book_learns_from_valid_fm_edits_and_retires_directions_that_break_
     book = KnobBook()
     count = "N = 26\n" + PARENT
     wider = count.replace("0.3 *", "0.25 *")
-    ring = ("a.py", RING, 0, (1, 3))
+    ring = Knob("a.py", RING, 0, (1, 3))
     book.observe({"a.py": count}, {"a.py": count.replace("N = 26", "N = 30")}, by_fm=True, valid=False)
     assert book.active == frozenset()  # an FM edit that broke the program teaches no knob
     book.observe({"a.py": count}, {"a.py": wider}, by_fm=True, valid=True)

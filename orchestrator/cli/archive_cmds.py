@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from archive import Archive, Node, NodeStatus
+from orchestrator.ledger import Ledger
 
 LIST_OMITS = {"prompt", "response"}  # large; `archive show` has them
 STATUS_STYLE = {"admitted": "green", "rejected": "white", "invalid": "yellow", "failed": "red", "evaluating": "cyan", "proposed": "cyan"}
@@ -45,38 +46,8 @@ def _score(node: Node) -> str:
 
 
 def _summary(archive: Archive) -> dict:
-    nodes = archive.nodes()
-    counts = {s.value: 0 for s in NodeStatus}
-    for n in nodes:
-        counts[n.status.value] += 1
-    best = archive.best(1)
-    seed = next((n for n in nodes if n.parent_id is None), None)
-    by_id = {n.id: n for n in nodes}
-    operators: dict[str, dict[str, int]] = {}
-    for n in nodes:
-        if n.parent_id is None:
-            continue
-        row = operators.setdefault(n.operator, {"attempts": 0, "valid": 0, "better_than_parent": 0, "better_than_seed": 0})
-        row["attempts"] += 1
-        if n.status in (NodeStatus.ADMITTED, NodeStatus.REJECTED) and n.score is not None:
-            row["valid"] += 1
-            parent = by_id.get(n.parent_id)
-            row["better_than_parent"] += parent is not None and parent.score is not None and n.score > parent.score
-            row["better_than_seed"] += seed is not None and seed.score is not None and n.score > seed.score
-    return {
-        "run_dir": str(archive.run_dir),
-        "campaign": archive.campaign,
-        "nodes": len(nodes),
-        "iterations": sum(1 for n in nodes if n.parent_id is not None),
-        "counts": counts,
-        "best": {"id": best[0].id, "score": best[0].score, "public_metrics": best[0].public_metrics} if best else None,
-        "seed_score": seed.score if seed else None,
-        "fm_calls": sum(1 for n in nodes if n.parent_id is not None and n.fm_model),  # refine calls none
-        "operators": operators,
-        "tokens": sum(n.prompt_tokens + n.completion_tokens for n in nodes),
-        "cost_usd": round(sum(n.cost_usd for n in nodes), 6),
-        "last_update": max((n.updated_at for n in nodes), default=None),
-    }
+    """The run's totals, from the same ledger the campaign loop keeps."""
+    return {"run_dir": str(archive.run_dir), "campaign": archive.campaign, **Ledger(archive.nodes()).summary()}
 
 
 @click.command()
@@ -119,7 +90,7 @@ def list_cmd(run_dir: Path, as_json: bool, status_filter: tuple[str, ...]) -> No
         return _dump([n.model_dump(mode="json", exclude=LIST_OMITS) for n in nodes])
     table = Table("id", "parent", "status", "op", "score", "tokens", "error / feedback", box=None)
     for n in nodes:
-        note = (n.error or n.feedback).split("\n")[0][:70]
+        note = (n.error.split("\n")[0] if n.error else n.final_feedback)[:70]
         style = STATUS_STYLE.get(n.status.value, "")
         table.add_row(str(n.id), str(n.parent_id if n.parent_id is not None else "-"), f"[{style}]{n.status.value}[/]",
                       n.operator, _score(n), str(n.prompt_tokens + n.completion_tokens), note)

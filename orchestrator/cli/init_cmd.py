@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from orchestrator.mutation import DEFAULT_WEIGHTS
+
 from evaluators import registry
 from evaluators.agent import copy_agent
 
@@ -35,7 +37,7 @@ temperature = [0.5, 1.0] # sampled per call, with a fresh sampling seed per call
 concurrency = 2          # proposals in flight
 
 [mutation]
-operators = {{ diff = 0.35, tweak = 0.2, function = 0.1, rewrite = 0.1, refine = 0.25 }}
+operators = {{ {operators} }}
 # diff: SEARCH/REPLACE edits; tweak: one or two numbers; function: one whole function; rewrite: the
 # whole file; refine: no FM call, nudges a number the FM's edits have changed by 1-10 %
 # ideas = ["..."]        # directions to try, added to the evaluator's own; one per prompt
@@ -75,7 +77,9 @@ def write_campaign(dest: Path, evaluator: str, name: str | None = None) -> Path:
     stages = ""
     if len(names) > 2 and names[-1] == "full":  # the full stage is sized for a GPU
         stages = f"stages = {names[:-1]!r}   # add \"full\" on a GPU machine\n".replace("'", '"')
-    config.write_text(CAMPAIGN_TOML.format(config=config, name=name or dest.resolve().name, evaluator=evaluator, stages=stages))
+    config.write_text(CAMPAIGN_TOML.format(config=config, name=name or dest.resolve().name, evaluator=evaluator, stages=stages,
+        operators=", ".join(f"{k} = {v}" for k, v in DEFAULT_WEIGHTS.items()),
+    ))
     return config
 
 

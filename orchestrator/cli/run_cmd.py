@@ -8,6 +8,7 @@ import click
 
 from orchestrator.campaign import Campaign, CampaignError
 from orchestrator.config import load_config
+from orchestrator.plan import CampaignPlan
 from orchestrator.progress import Progress, _fmt_score
 
 
@@ -31,13 +32,12 @@ def run(campaign_file: Path, iterations: int | None, run_dir: Path | None, live:
         progress.console.print(f"dgm: campaign {cfg.campaign.name!r} → {run_dir} (FM: {cfg.fm.provider} {cfg.fm.model})")
         # built before the model starts, so a bad policy or operator name fails at once
         try:
-            campaign = Campaign(cfg, run_dir, None, on_update=progress.update)
+            plan = CampaignPlan.from_config(cfg)
         except CampaignError as e:
             raise CampaignError(f"{campaign_file}: {e}") from None
         with open_fm(cfg.fm, log=lambda msg: progress.console.print(f"dgm: {msg}", highlight=False),
                      server_log_path=run_dir / "fm-server.log") as fm:
-            campaign.fm = fm
-            stats = campaign.run(iterations)
+            stats = Campaign(cfg, run_dir, fm, plan=plan, on_update=progress.update).run(iterations)
     click.echo(f"stopped: {stats.stop_reason}")
     c = stats.counts
     click.echo(

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.events import NodeEvent
 from orchestrator.mutation.parsing import (
     ProposalInvalid,
     any_edit,
@@ -58,17 +59,29 @@ class Proposal:
 
 
 class Operator(abc.ABC):
+    """Makes a child from a parent.
+
+    The loop draws an operator by weight, picks a parent it ``can_work_from`` (for a ``selective``
+    operator only; the others work from any admitted node), builds a :class:`ProposalContext` and
+    calls ``propose`` (on the FM pool when ``calls_fm``, inline otherwise). An operator with state
+    of its own learns it in ``observe``, which the loop calls for every node it records (and for
+    every node read back on resume, in id order), always on the loop's thread.
+    """
+
     name: str
     #: False for operators that write children without a model (budgets count FM calls)
     calls_fm: bool = True
-    #: True when the operator works from the archive's knobs (``ctx.knobs``, the numbers FM edits
-    #: have changed) and the digests of its programs (``ctx.known``): the loop then picks the
-    #: parent among the nodes the operator ``accepts``
-    needs_knobs: bool = False
+    #: True when only some parents can be worked from: the loop then asks ``can_work_from``
+    selective: bool = False
+    #: what the operator needs from other operators' children, in words ("" when it can start a
+    #: campaign alone from the seed)
+    needs: str = ""
 
-    def accepts(self, files: dict[str, str], knobs: frozenset, known: frozenset[str]) -> bool:
-        """Whether a parent (its editable files) can be worked from, given the archive's knobs and
-        the digests of the programs it holds."""
+    def observe(self, event: NodeEvent) -> None:
+        """Learn from a node the loop recorded (the default learns nothing)."""
+
+    def can_work_from(self, texts: dict[str, str]) -> bool:
+        """Whether a parent (its editable files) can be worked from; asked only if ``selective``."""
         return True
 
     @abc.abstractmethod

@@ -64,11 +64,6 @@ class ProposalContext:
     exemplars: list[Exemplar] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # recent failed children of this parent
     idea: str = ""  # a direction to try, from the evaluator's or the campaign's ideas
-    # for operators that need_knobs: the numbers FM edits in the archive have changed and the
-    # directions they may still move in (refine.Direction), and the digests (refine.text_key) of the
-    # programs the archive holds
-    knobs: frozenset = frozenset()
-    known: frozenset[str] = frozenset()
 
 
 def _metrics_line(metrics: dict[str, float]) -> str:

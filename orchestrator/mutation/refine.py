@@ -13,29 +13,27 @@ node, evaluated and admitted like any other, and the evaluator stays the only ju
 from __future__ import annotations
 
 import difflib
-import hashlib
 import random
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
+from orchestrator.events import NodeEvent
+from orchestrator.memory import program_digest
 from orchestrator.mutation.operators import Operator, Proposal, Sampling
 from orchestrator.mutation.parsing import NUMBER_RE, ProposalInvalid, check_python, is_code_line, line_shape
 from orchestrator.mutation.prompts import ProposalContext
 
-#: (path, the line with the changed numbers masked, which such line of the file, the changed numbers'
-#: indices): "the 2nd and 4th number of the first line that reads `centers[1 + i] = [0.5 + # ...`"
-Knob = tuple[str, str, int, tuple[int, ...]]
+class Knob(NamedTuple):
+    """A number (or numbers) of one line that FM edits turn: "the 2nd and 4th number of the first
+    line that reads `centers[1 + i] = [0.5 + # ...`"."""
+
+    path: str
+    template: str  # the line with the changed numbers masked and spaces removed
+    occurrence: int  # which line of the file with that template
+    numbers: tuple[int, ...]  # the changed numbers' indices on the line
 #: relative steps for a float; an integer moves by one
 FLOAT_STEPS = (0.01, -0.01, 0.02, -0.02, 0.05, -0.05, 0.1, -0.1)
 INT_STEPS = (1, -1)
-
-
-def text_key(files: dict[str, str]) -> str:
-    """A short digest of a program's editable files, to recognise a program the archive holds."""
-    h = hashlib.sha256()
-    for path in sorted(files):
-        h.update(path.encode() + b"\0" + files[path].encode() + b"\0")
-    return h.hexdigest()[:16]
 
 
 def _sub_at(line: str, ks: tuple[int, ...], token: str) -> tuple[str, int]:
@@ -79,7 +77,7 @@ def knobs_changed(origin: dict[str, str], files: dict[str, str]) -> set[Knob]:
                 ks = tuple(k for k, (p, q) in enumerate(pairs) if float(p) != float(q))
                 if ks:
                     template = _template(x, ks)
-                    knobs.add((path, template, _occurrences(a, template, ks).index(i), ks))
+                    knobs.add(Knob(path, template, _occurrences(a, template, ks).index(i), ks))
     return knobs
 
 
@@ -88,7 +86,7 @@ def places(files: dict[str, str], knobs) -> list[tuple[str, int, tuple[int, ...]
     Numbers of one knob that are equal move together (the x and y radius of one ring)."""
     out = set()
     for knob in knobs:
-        path, template, occurrence, ks = knob
+        path, template, occurrence, ks = knob.path, knob.template, knob.occurrence, knob.numbers
         if path not in files:
             continue
         lines = files[path].split("\n")
@@ -142,7 +140,7 @@ class KnobBook:
             self._turned |= turned
         if len(turned) == 1 and numeric_only(origin, files):
             knob = next(iter(turned))
-            path, _, _, ks = knob
+            path, ks = knob.path, knob.numbers
             i = places(origin, {knob})[0][1]
             old, new = (float(NUMBER_RE.findall(t[path].split("\n")[i])[ks[0]]) for t in (origin, files))
             useless = not valid or same_score
@@ -195,28 +193,47 @@ def nudges(files: dict[str, str], directions: frozenset[Direction], rng: random.
 
 
 class RefineOperator(Operator):
-    """Nudge one of the FM's knobs in the parent's code; calls no FM."""
+    """Nudge one of the FM's knobs in the parent's code; calls no FM.
+
+    Its state is its own, learnt in ``observe``: the knobs (a :class:`KnobBook`) and the digests of
+    every program sent for evaluation, so that it never proposes one the archive holds.
+    """
 
     name = "refine"
     calls_fm = False
-    needs_knobs = True
+    selective = True  # only parents holding a knob with a nudge not yet tried
+    needs = "tunes numbers that FM edits changed"  # alone, it has nothing to tune
 
     def __init__(self) -> None:
+        self.book = KnobBook()
+        self.known: set[str] = set()  # digests of the programs sent for evaluation
         self._keys: dict[tuple[str, frozenset], frozenset[str]] = {}  # (program, knobs) → its nudges' digests
 
-    def accepts(self, files: dict[str, str], knobs: frozenset[Direction], known: frozenset[str]) -> bool:
-        """Whether some nudge of this program is not in the archive yet."""
-        key = (text_key(files), knobs)
+    def observe(self, event: NodeEvent) -> None:
+        node, parent = event.node, event.parent
+        if event.sent_for_evaluation and event.texts is not None:
+            self.known.add(program_digest(event.texts))
+        if event.evaluated and event.texts is not None and event.parent_texts is not None:
+            valid = node.status.value != "invalid"
+            self.book.observe(
+                event.parent_texts, event.texts, by_fm=bool(node.fm_model), valid=valid,
+                same_score=valid and node.score is not None and node.score == parent.score,
+            )
+
+    def can_work_from(self, texts: dict[str, str]) -> bool:
+        """Whether some nudge of this program along a live knob is not in the archive yet."""
+        knobs = self.book.active
+        key = (program_digest(texts), knobs)
         if key not in self._keys:
             if len(self._keys) > 4096:
                 self._keys.clear()
-            self._keys[key] = frozenset(text_key({**files, path: text}) for path, text, _ in nudges(files, knobs))
-        return not self._keys[key] <= known
+            self._keys[key] = frozenset(program_digest({**texts, path: text}) for path, text, _ in nudges(texts, knobs))
+        return not self._keys[key] <= self.known
 
     def propose(self, ctx: ProposalContext, fm: Any, sampling: Sampling) -> Proposal:
         proposal = Proposal(self.name, ctx.target, None)
-        for path, text, what in nudges(ctx.files, ctx.knobs, random.Random(sampling.seed)):
-            if text_key({**ctx.files, path: text}) in ctx.known:
+        for path, text, what in nudges(ctx.files, self.book.active, random.Random(sampling.seed)):
+            if program_digest({**ctx.files, path: text}) in self.known:
                 continue
             try:
                 check_python(path, text)

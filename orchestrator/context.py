@@ -1,0 +1,64 @@
+"""The proposal context: what a proposal sees of its parent and of the archive (public results and
+feedback, the best other programs, this parent's failed children, an idea to try). Only public
+metrics and public feedback are read here, so private metrics never reach a prompt."""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+from archive import Node
+from orchestrator.config import MutationSection
+from orchestrator.ledger import Ledger
+from orchestrator.mutation.operators import summarise
+from orchestrator.mutation.prompts import Exemplar, ProposalContext
+
+
+class ContextBuilder:
+    def __init__(
+        self,
+        task: str,
+        ideas: list[str],
+        mutation: MutationSection,
+        ledger: Ledger,
+        texts_of: Callable[[int], dict[str, str]],
+    ) -> None:
+        self.task, self.ideas, self.mutation = task, ideas, mutation
+        self.ledger, self.texts_of = ledger, texts_of
+
+    def build(self, parent: Node, rng: random.Random) -> ProposalContext:
+        texts = self.texts_of(parent.id)
+        editable = list(texts)
+        return ProposalContext(
+            task=self.task,
+            parent_id=parent.id,
+            files=texts,
+            editable=editable,
+            target=rng.choice(editable),
+            score=parent.score,
+            public_metrics=dict(parent.public_metrics),
+            feedback=parent.feedback,
+            exemplars=[
+                Exemplar(n.id, n.score, dict(n.public_metrics), n.final_feedback)
+                for n in self.ledger.top(self.mutation.exemplars, excluding=parent.id)
+            ],
+            failures=self.failures(parent.id),
+            idea=self._idea(rng),
+        )
+
+    def failures(self, parent_id: int) -> list[str]:
+        """Answers the model gave for this parent that failed, most recent first, each error once
+        (refine's nudges and FM outages have no answer and are not shown)."""
+        limit = self.mutation.failures_shown
+        seen: dict[str, str] = {}
+        for n in self.ledger.failed_children(parent_id):
+            if len(seen) >= limit:
+                break
+            if n.error not in seen:
+                seen[n.error] = f"{n.operator} change ({summarise(n.response or '', 80)}): {n.error}"
+        return list(seen.values())
+
+    def _idea(self, rng: random.Random) -> str:
+        if self.ideas and rng.random() < self.mutation.idea_share:
+            return rng.choice(self.ideas)
+        return ""

@@ -1,0 +1,186 @@
+"""The ledger: every node of a run held in memory, and what is derived from them, kept up to date
+node by node (never recomputed from all nodes): counts by status, FM usage, the best admitted node,
+admitted children per parent, the parents a proposal may start from, each parent's failed
+children, and each operator's yield.
+
+The campaign loop records every node it writes here; ``dgm status`` builds one from the archive, so
+both show the same numbers from one implementation.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from archive import Node, NodeStatus
+
+#: statuses of a child whose answer failed (the model wrote something unusable, or the call broke)
+FAILED_CHILD = (NodeStatus.INVALID, NodeStatus.FAILED)
+
+
+@dataclass
+class OperatorYield:
+    """What one operator's attempts became."""
+
+    attempts: int = 0
+    valid: int = 0  # evaluated, valid and ranked (admitted or rejected with a score)
+    better_than_parent: int = 0
+    better_than_seed: int = 0
+
+    def add(self, other: "OperatorYield", sign: int) -> None:
+        self.attempts += sign * other.attempts
+        self.valid += sign * other.valid
+        self.better_than_parent += sign * other.better_than_parent
+        self.better_than_seed += sign * other.better_than_seed
+
+
+@dataclass
+class UsageTotals:
+    fm_calls: int = 0  # child attempts that called a model (refine's nudges call none)
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class _Share:
+    """One node's contribution to the ledger's totals: subtracted when the node is updated."""
+
+    status: NodeStatus
+    fm_call: int
+    tokens: int
+    cost_usd: float
+    admitted_child_of: int | None
+    ranked: bool  # a possible parent: admitted with a score
+    score: float | None
+    operator: str | None
+    yield_: OperatorYield = field(default_factory=OperatorYield)
+
+
+class Ledger:
+    def __init__(self, nodes: Iterable[Node] = ()) -> None:
+        self.nodes: dict[int, Node] = {}
+        self.counts: dict[str, int] = {s.value: 0 for s in NodeStatus}
+        self.usage = UsageTotals()
+        self.children: dict[int, int] = {}  # parent id → admitted children
+        self.operators: dict[str, OperatorYield] = {}
+        self._ranked: list[tuple[float, int]] = []  # (-score, id) of admitted scored nodes, sorted
+        self._parents: dict[int, None] = {}  # the same nodes, in the order they were admitted
+        self._failures: dict[int, list[int]] = {}  # parent id → ids of children with a failed answer
+        self._shares: dict[int, _Share] = {}
+        for node in sorted(nodes, key=lambda n: n.id):
+            self.record(node)
+
+    # ---- writing ----------------------------------------------------------------------
+
+    def record(self, node: Node) -> Node:
+        """Add or replace a node; every total moves by the difference."""
+        old = self._shares.pop(node.id, None)
+        if old is not None:
+            self._apply(node.id, old, -1)
+        share = self._share(node)
+        self._shares[node.id] = share
+        self.nodes[node.id] = node
+        self._apply(node.id, share, +1)
+        if node.parent_id is not None and node.status in FAILED_CHILD and node.response and node.error:
+            ids = self._failures.setdefault(node.parent_id, [])
+            if node.id not in ids:
+                ids.append(node.id)
+        return node
+
+    def _share(self, node: Node) -> _Share:
+        child = node.parent_id is not None
+        ranked = node.status == NodeStatus.ADMITTED and node.score is not None
+        y = OperatorYield()
+        if child:
+            y.attempts = 1
+            if node.status in (NodeStatus.ADMITTED, NodeStatus.REJECTED) and node.score is not None:
+                y.valid = 1
+                parent, seed = self.nodes.get(node.parent_id), self.seed
+                y.better_than_parent = int(parent is not None and parent.score is not None and node.score > parent.score)
+                y.better_than_seed = int(seed is not None and seed.score is not None and node.score > seed.score)
+        return _Share(
+            status=node.status,
+            fm_call=int(child and bool(node.fm_model)),
+            tokens=node.prompt_tokens + node.completion_tokens,
+            cost_usd=node.cost_usd,
+            admitted_child_of=node.parent_id if child and node.status == NodeStatus.ADMITTED else None,
+            ranked=ranked,
+            score=node.score,
+            operator=node.operator if child else None,
+            yield_=y,
+        )
+
+    def _apply(self, node_id: int, s: _Share, sign: int) -> None:
+        self.counts[s.status.value] += sign
+        self.usage.fm_calls += sign * s.fm_call
+        self.usage.tokens += sign * s.tokens
+        self.usage.cost_usd += sign * s.cost_usd
+        if s.admitted_child_of is not None:
+            self.children[s.admitted_child_of] = self.children.get(s.admitted_child_of, 0) + sign
+        if s.operator is not None:
+            self.operators.setdefault(s.operator, OperatorYield()).add(s.yield_, sign)
+        if s.ranked:
+            key = (-s.score, node_id)
+            if sign > 0:
+                bisect.insort(self._ranked, key)
+                self._parents[node_id] = None
+            else:
+                del self._ranked[bisect.bisect_left(self._ranked, key)]
+                del self._parents[node_id]
+
+    # ---- reading ----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def get(self, node_id: int | None) -> Node | None:
+        return None if node_id is None else self.nodes.get(node_id)
+
+    @property
+    def seed(self) -> Node | None:
+        return self.nodes.get(0)
+
+    @property
+    def attempts(self) -> int:
+        """Child attempts recorded (every node but the seed)."""
+        return len(self.nodes) - (0 in self.nodes)
+
+    @property
+    def best(self) -> Node | None:
+        """The admitted node with the highest score (ties: the oldest)."""
+        return self.nodes[self._ranked[0][1]] if self._ranked else None
+
+    def top(self, k: int, *, excluding: int | None = None) -> list[Node]:
+        """The ``k`` best admitted nodes, best first."""
+        out = []
+        for _, node_id in self._ranked:
+            if len(out) == k:
+                break
+            if node_id != excluding:
+                out.append(self.nodes[node_id])
+        return out
+
+    def parents(self) -> list[Node]:
+        """Nodes a proposal may start from: admitted, with a score (in the order they were admitted)."""
+        return [self.nodes[i] for i in self._parents]
+
+    def failed_children(self, parent_id: int) -> list[Node]:
+        """Children of ``parent_id`` whose answer was invalid or failed, newest first."""
+        return [self.nodes[i] for i in reversed(self._failures.get(parent_id, []))]
+
+    def summary(self) -> dict:
+        """What ``dgm status`` shows."""
+        best, seed = self.best, self.seed
+        return {
+            "nodes": len(self.nodes),
+            "iterations": self.attempts,
+            "counts": dict(self.counts),
+            "best": {"id": best.id, "score": best.score, "public_metrics": best.public_metrics} if best else None,
+            "seed_score": seed.score if seed else None,
+            "fm_calls": self.usage.fm_calls,
+            "operators": {name: vars(y).copy() for name, y in sorted(self.operators.items()) if y.attempts},
+            "tokens": self.usage.tokens,
+            "cost_usd": round(self.usage.cost_usd, 6),
+            "last_update": max((n.updated_at for n in self.nodes.values()), default=None),
+        }
