@@ -4,8 +4,11 @@ campaign config pointed at a ScriptedFMServer over real HTTP."""
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
+from typing import Callable
 
+from archive import Archive, Node
 from tests.fm_server import Delay, Reply
 
 from evaluators.circle_packing.evaluator import HERE as CP_DIR
@@ -86,3 +89,31 @@ def write_config(tmp_path: Path, base_url: str, **kw) -> Path:
     path = tmp_path / "campaign.toml"
     path.write_text(config_text(base_url, **kw))
     return path
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    """Poll observable state until ``predicate()`` holds; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def archive_nodes(run_dir: Path) -> list[Node]:
+    """The run's nodes as a reader sees them now ([] before the archive exists)."""
+    if not (Path(run_dir) / "archive.db").exists():
+        return []
+    with Archive.open(run_dir, readonly=True) as archive:
+        return archive.nodes()
+
+
+def answer_once(run_dir: Path, ready: Callable[[list[Node]], bool], reply, what: str):
+    """A ScriptedFMServer responder that answers ``reply`` only once ``ready(nodes)`` holds for the
+    run's archive: a test orders the model's answers after observable events, not after a sleep."""
+
+    def respond(request: dict):
+        wait_for(lambda: ready(archive_nodes(run_dir)), what)
+        return reply
+
+    return respond

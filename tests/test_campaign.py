@@ -14,7 +14,9 @@ from orchestrator.cli.archive_cmds import _summary
 from evaluators.circle_packing.evaluator import CirclePackingEvaluator
 from orchestrator.config import load_config
 from orchestrator.fm.client import FMClient
-from tests.campaign_helpers import CHEAT, CRASH, GRID, LOOP, NAN, OVERLAP, SEED_CODE, SYNTAX, rewrite, write_config
+from tests.campaign_helpers import (
+    CHEAT, CRASH, GRID, LOOP, NAN, OVERLAP, SEED_CODE, SYNTAX, answer_once, rewrite, write_config,
+)
 from tests.fm_server import Delay, Garbage, Reply, ScriptedFMServer, Status
 
 
@@ -117,9 +119,13 @@ def test_unchanged_proposal_is_invalid_without_evaluation(tmp_path):
 
 def test_failures_are_fed_back_to_the_same_lineage(tmp_path):
     script = [Reply(rewrite(CRASH)), Reply(rewrite(OVERLAP))]
-    # later answers come slowly, so the two failures have been evaluated when the last prompts are built
-    with ScriptedFMServer(script, default=Delay(0.7, Reply("no idea"))) as srv:
-        run_campaign(tmp_path, srv, iterations=6, operators="{ rewrite = 1.0 }\nfailures_shown = 3",
+    # later answers wait until the two failures have been evaluated, so the last prompts show them
+    evaluated_failures = answer_once(
+        tmp_path / "run", lambda nodes: sum(n.status == NodeStatus.INVALID and bool(n.stages) for n in nodes) >= 2,
+        Reply("no idea"), "the two failures to be evaluated",
+    )
+    with ScriptedFMServer(script, responder=evaluated_failures) as srv:
+        run_campaign(tmp_path, srv, iterations=6, operators="{ rewrite = 1.0 }\nfailures_shown = 3", timeout_s=120,
                      extra="[selection]\nmethod = \"best\"\n")
         prompts = [r["messages"][-1]["content"] for r in srv.requests]
     last = prompts[-1]
@@ -209,8 +215,13 @@ def test_refine_tunes_the_number_the_fm_changed_and_climbs_past_the_seed(tmp_pat
     # the model's one change (the inner ring 0.3 → 0.25) scores below the seed; later answers are
     # unusable, so every gain comes from refine tuning the number the model chose
     script = [Reply(f"Shrink the inner ring.\n<<<<<<< SEARCH\n{inner}\n=======\n{smaller}\n>>>>>>> REPLACE", 100, 30)]
-    with ScriptedFMServer(script, default=Delay(0.3, Reply("no idea", 100, 5))) as srv:
-        run_campaign(tmp_path, srv, iterations=14, operators="{ diff = 0.05, refine = 0.95 }")
+    # later answers wait until the model's change has been evaluated (refine has a knob from then on)
+    knob_learnt = answer_once(
+        tmp_path / "run", lambda nodes: len(nodes) > 1 and nodes[1].status.finished,
+        Reply("no idea", 100, 5), "the diff child to be evaluated",
+    )
+    with ScriptedFMServer(script, responder=knob_learnt) as srv:
+        run_campaign(tmp_path, srv, iterations=14, operators="{ diff = 0.05, refine = 0.95 }", timeout_s=120)
         fm_calls = len(srv.requests)
     with Archive.open(tmp_path / "run", readonly=True) as archive:
         nodes = archive.nodes()

@@ -3,11 +3,13 @@ and kill -9 in mid-campaign followed by a resume."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -87,8 +89,16 @@ def test_clear_errors_not_tracebacks(tmp_path, env):
 
 
 def test_kill_9_mid_campaign_then_resume(tmp_path, env):
-    # slow answers keep several attempts in flight when the campaign is killed
-    with ScriptedFMServer(responder=distinct_grids(delay=0.4)) as srv:
+    # six answers come at once; later ones are held until the kill, so attempts are in flight then
+    # and the run cannot have finished before it
+    grids, served, release = distinct_grids(), itertools.count(), threading.Event()
+
+    def respond(request):
+        if next(served) >= 6:
+            release.wait(120)
+        return grids(request)
+
+    with ScriptedFMServer(responder=respond) as srv:
         cfg = write_config(tmp_path, srv.base_url, iterations=12)
         proc = subprocess.Popen([*DGM, "run", str(cfg), "--no-live"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
@@ -104,6 +114,7 @@ def test_kill_9_mid_campaign_then_resume(tmp_path, env):
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        release.set()
         with Archive.open(run_dir, readonly=True) as a:
             before = {n.id: n for n in a.nodes()}
         admitted_before = {i for i, n in before.items() if n.status == NodeStatus.ADMITTED}

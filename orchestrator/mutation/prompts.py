@@ -75,6 +75,16 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 15] + " …[truncated]"
 
 
+def _clip_middle(text: str, limit: int) -> str:
+    """``text`` cut in the middle: a traceback's first line says where, its last line what broke."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    tail = limit - head - 15
+    return text[:head] + " …[truncated]… " + text[-tail:]
+
+
 def build_messages(ctx: ProposalContext, instructions: str) -> list[dict[str, str]]:
     parts = [f"## Task\n{ctx.task.strip()}"]
     score = "not scored" if ctx.score is None else f"score {ctx.score:.4f}"
@@ -90,7 +100,7 @@ def build_messages(ctx: ProposalContext, instructions: str) -> list[dict[str, st
         ]
         parts.append("## Other programs in the archive\n" + "\n".join(lines))
     if ctx.failures:
-        lines = [f"- {_clip(f, 400)}" for f in ctx.failures]
+        lines = [f"- {_clip_middle(f, 400)}" for f in ctx.failures]
         parts.append("## Earlier changes to this program that FAILED (avoid repeating them)\n" + "\n".join(lines))
     if ctx.idea:
         parts.append(f"## An idea you may try\n{ctx.idea.strip()}")
