@@ -14,6 +14,7 @@ from orchestrator.cli.init_cmd import init
 from orchestrator.cli.model_cmds import model
 from orchestrator.cli.run_cmd import run
 from orchestrator.errors import USER_ERRORS
+from sandboxes.cli import sandbox  # the sandbox commands live with the sandboxes
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,15 +23,8 @@ def cli() -> None:
     """Darwin-Gödel-style self-improvement campaigns."""
 
 
-for command in (init, run, status, archive, evaluators, eval_cmd, model):
+for command in (init, run, status, archive, evaluators, eval_cmd, model, sandbox):
     cli.add_command(command)
-
-try:  # the sandbox commands live with the sandboxes
-    from sandboxes.cli import sandbox
-
-    cli.add_command(sandbox)
-except ImportError:  # pragma: no cover - only while sandboxes/cli.py is absent
-    pass
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,9 @@
 """Turns an FM answer into new file contents, tolerating fences and chatter.
 
-Two formats: SEARCH/REPLACE blocks (``diff``) and a whole file in a code fence (``rewrite``).
+``any_edit`` takes every shape a small model writes (in this order): SEARCH/REPLACE blocks,
+``# Original: / # Replace with:`` line pairs, before/after code-block pairs, a whole file, code
+blocks of a few rewritten functions merged into the parent by name, and bare changed lines.
+``whole_or_merged`` is the ``rewrite`` path, ``merge_definitions`` the ``function`` path.
 Anything unusable raises :class:`ProposalInvalid` with a reason; the raw answer is kept by the
 caller on the invalid node.
 """
