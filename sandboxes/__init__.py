@@ -11,6 +11,7 @@ See ``sandboxes/README.md`` for what each backend guarantees.
 
 from .base import (
     LIMIT_CPU,
+    LIMIT_DISK,
     LIMIT_FILE_SIZE,
     LIMIT_MEMORY,
     LIMIT_OUTPUT,
@@ -25,7 +26,7 @@ from .base import (
 from .factory import available_backends, make_sandbox
 
 __all__ = [
-    "LIMIT_CPU", "LIMIT_FILE_SIZE", "LIMIT_MEMORY", "LIMIT_OUTPUT", "LIMIT_PIDS", "LIMIT_TIMEOUT",
+    "LIMIT_CPU", "LIMIT_DISK", "LIMIT_FILE_SIZE", "LIMIT_MEMORY", "LIMIT_OUTPUT", "LIMIT_PIDS", "LIMIT_TIMEOUT",
     "Limits", "RunResult", "Sandbox", "SandboxError", "python_ro_paths", "available_backends",
     "make_sandbox",
 ]

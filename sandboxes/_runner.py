@@ -492,24 +492,38 @@ def _classify(limits: Limits, *, rc: int, sig: int | None, timed_out: bool, cpu_
 
 
 def grant_workdir(workdir: str, uid: int, gid: int) -> None:
-    """Chown the work directory tree to the sandbox user so it can write there.
+    """Chown the work directory tree to the sandbox user so it can write there (any depth:
+    :func:`sandboxes.fs.grant_tree`; links never followed, multiply-linked files skipped)."""
+    from .fs import grant_tree
 
-    Symlinks are chowned themselves (never followed) and regular files with several hard links are
-    skipped, so a previous candidate cannot trick the trusted side into chowning a host file.
-    """
-    os.lchown(workdir, uid, gid)
-    for root, dirs, files in os.walk(workdir):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            try:
-                st = os.lstat(p)
-                if st.st_uid == uid and st.st_gid == gid:
-                    continue
-                if not os.path.isdir(p) and st.st_nlink > 1 and not os.path.islink(p):
-                    continue
-                os.lchown(p, uid, gid)
-            except FileNotFoundError:
-                pass
+    grant_tree(workdir, uid, gid)
+
+
+# What programs print when a write fails for lack of space (the quota, or a full private /tmp).
+_DISK_MARKERS = ("No space left on device", "[Errno 28]", "Disk quota exceeded", "[Errno 122]",
+                 "ENOSPC", "EDQUOT")
+
+
+def disk_verdict(result: RunResult, qm=None) -> RunResult:
+    """Mark ``result`` as ``LIMIT_DISK`` when the candidate ran into its disk or inode quota:
+    the quota file system is full, or the run failed with an out-of-space error. Adds usage to
+    ``extra`` (``disk_quota_mb``, ``inode_quota``, ``disk_used_mb``, ``quota_image``)."""
+    from .base import LIMIT_DISK
+
+    full = False
+    if qm is not None:
+        try:
+            result.extra.update(qm.usage())
+        except OSError:
+            pass
+        result.extra.update(disk_quota_mb=round(qm.disk / 2**20), inode_quota=qm.inodes,
+                            quota_image=str(qm.image))
+        full = qm.full()
+    enospc = result.returncode not in (0, None) and any(m in result.stderr[-4000:] for m in _DISK_MARKERS)
+    if (full or enospc) and result.limit_hit in (None, LIMIT_TIMEOUT, LIMIT_FILE_SIZE):
+        if result.limit_hit != LIMIT_FILE_SIZE or full:
+            result.limit_hit = LIMIT_DISK
+    return result
 
 
 def fresh_workdir(workdir: Path) -> str:

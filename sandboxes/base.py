@@ -22,6 +22,8 @@ LIMIT_MEMORY = "memory"
 LIMIT_FILE_SIZE = "file_size"
 LIMIT_PIDS = "pids"
 LIMIT_OUTPUT = "output"
+#: the work directory's disk or inode quota (writes failed with ENOSPC/EDQUOT); see sandboxes.quota
+LIMIT_DISK = "disk quota"
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,10 @@ class RunResult:
         """One line a person (and the FM) can act on."""
         if self.limit_hit == LIMIT_TIMEOUT:
             return f"killed: exceeded the wall-clock limit ({self.wall_s:.1f} s)"
+        if self.limit_hit == LIMIT_DISK:
+            q = self.extra.get("disk_quota_mb")
+            return ("exceeded the disk quota" + (f" ({q} MiB, {self.extra.get('inode_quota')} files)" if q else "")
+                    + ": writes failed with 'No space left on device'")
         if self.limit_hit:
             return f"killed: exceeded the {self.limit_hit} limit"
         if self.returncode is None:

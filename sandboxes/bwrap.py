@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from . import _runner
-from .base import Limits, RunResult, Sandbox, SandboxError
+from . import _runner, quota, uids
+from .base import LIMIT_DISK, Limits, RunResult, Sandbox, SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,8 @@ def _not_world_readable(directory: str, names: list[str]) -> set[str]:
     return out
 
 
-def etc_snapshot(entries: Sequence[str]) -> Path:
+def etc_snapshot(entries: Sequence[str], passwd_extra: Sequence[str] = (),
+                 group_extra: Sequence[str] = ()) -> Path:
     """A private copy of the chosen /etc entries, bound as the sandbox's whole /etc.
 
     One bind instead of one per file: every mount costs bwrap about a millisecond here, and /etc
@@ -113,7 +114,8 @@ def etc_snapshot(entries: Sequence[str]) -> Path:
             stamp.append(f"{e}:{st.st_mtime_ns}:{st.st_size}")
         except OSError:
             continue
-    key = hashlib.sha256(("v2\n" + "\n".join(stamp)).encode()).hexdigest()[:16]
+    extra = "\n".join([*passwd_extra, "--", *group_extra])
+    key = hashlib.sha256(("v3\n" + "\n".join(stamp) + extra).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dgm" / "sandbox-etc"
     dest = cache / key
     if dest.is_dir():
@@ -133,6 +135,11 @@ def etc_snapshot(entries: Sequence[str]) -> Path:
                     shutil.copy2(src, tmp / e)
             except OSError as err:
                 log.debug("sandbox /etc: skipping %s (%s)", src, err)
+        # the pool's uids get names, so getpwuid()/getpass.getuser() work for the candidate
+        for name, lines in (("passwd", passwd_extra), ("group", group_extra)):
+            if lines and (tmp / name).is_file():
+                with open(tmp / name, "a") as f:
+                    f.write("".join(line + "\n" for line in lines))
         try:
             os.rename(tmp, dest)
         except OSError:  # another run made it first
@@ -156,7 +163,12 @@ def _is_under(path: str, root: str) -> bool:
 class BwrapSandbox(Sandbox):
     """Bubblewrap backend. Options (all keyword):
 
-    ``uid``/``gid``: the sandbox user (``None`` keeps the caller's uid, not recommended as root);
+    ``uid``: ``"pool"`` (default: as root, each run leases its own host uid from ``uid_pool`` =
+    (base, size), gid = uid, see :mod:`sandboxes.uids`), a fixed uid (``gid`` with it), or
+    ``None`` (keep the caller's uid, not recommended as root);
+    ``disk``/``inodes``: the work directory's quota in bytes and entries (a loop-mounted ext4
+    image, see :mod:`sandboxes.quota`; ``disk=None`` turns it off; off with a warning when not root);
+    ``seccomp``: install the syscall filter of :mod:`sandboxes.seccomp` (default True);
     ``cgroups``: ``None`` = use when writable, ``True`` = require, ``False`` = rlimits only;
     ``tmp_mb``: size of the private /tmp and /dev/shm; ``etc``: the /etc entries to expose;
     ``extra_ro``: more host paths to expose read-only on every run; ``capture_dir``: where the
@@ -170,8 +182,12 @@ class BwrapSandbox(Sandbox):
         self,
         *,
         bwrap: str | None = None,
-        uid: int | None = NOBODY,
-        gid: int | None = NOBODY,
+        uid: int | str | None = "pool",
+        gid: int | None = None,
+        uid_pool: tuple[int, int] = (uids.DEFAULT_BASE, uids.DEFAULT_SIZE),
+        disk: int | None = quota.DEFAULT_DISK,
+        inodes: int | None = quota.DEFAULT_INODES,
+        seccomp: bool = True,
         cgroups: bool | None = None,
         tmp_mb: int = 512,
         etc: Sequence[str] = ETC_ENTRIES,
@@ -183,7 +199,23 @@ class BwrapSandbox(Sandbox):
         if not found:
             raise SandboxError(f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}")
         self.bwrap = found
+        self.pool = None
+        if uid == "pool":
+            if os.geteuid() == 0:
+                self.pool = uids.pool(*uid_pool)
+                uid = gid = uid_pool[0]  # placeholder for command(); each run leases its own
+            else:
+                uid = NOBODY  # the uid inside the user namespace; the host sees the caller
         self.uid, self.gid = uid, (gid if gid is not None else uid)
+        self.disk, self.inodes = disk, (inodes or quota.DEFAULT_INODES)
+        if disk is not None and (reason := quota.unavailable_reason()):
+            log.warning("no disk quota for sandbox work directories: %s", reason)
+            self.disk = None
+        self.seccomp = seccomp
+        if seccomp:
+            from . import seccomp as _seccomp
+
+            _seccomp.filter_bpf()  # built once per process, now: fail early if libseccomp is missing
         self.cgroups = cgroups
         self.tmp_mb = tmp_mb
         self.etc = tuple(etc)
@@ -194,6 +226,8 @@ class BwrapSandbox(Sandbox):
         # Root with setpriv: no user namespace, a real host uid (see module docstring).
         self.mode = ("setpriv" if os.geteuid() == 0 and self.uid is not None and self.setpriv
                      else "userns")
+        if self.mode != "setpriv":
+            self.pool = None
         if os.geteuid() == 0 and self.uid is not None and not self.setpriv:
             log.warning("setpriv (util-linux) not found: the sandbox uid %s will map to host root "
                         "in a user namespace; install util-linux for a real unprivileged uid", uid)
@@ -222,22 +256,28 @@ class BwrapSandbox(Sandbox):
         device_nodes: Sequence[str] = (),
         handshake_fds: tuple[int, int] | None = None,
         hide: Sequence[Path] = (),
+        uid: int | None = None,
+        seccomp_fd: int | None = None,
     ) -> list[str]:
         """The full bwrap command line for one run (public so that it can be inspected).
 
         ``handshake_fds`` = (info write fd, block read fd): bwrap reports its namespace init's pid
         on the first and pauses before starting the command until the second is written to.
+        ``uid``: this run's sandbox uid (default ``self.uid``); ``seccomp_fd``: the BPF filter.
         """
+        uid = self.uid if uid is None else uid
         a: list[str] = [self.bwrap]
         if handshake_fds is not None:
             a += ["--info-fd", str(handshake_fds[0]), "--block-fd", str(handshake_fds[1])]
+        if seccomp_fd is not None:
+            a += ["--seccomp", str(seccomp_fd)]
         if self.mode == "setpriv":
             a += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
                   "--unshare-cgroup-try"]
         else:
             a += ["--unshare-all"]
-            if self.uid is not None:
-                a += ["--uid", str(self.uid), "--gid", str(self.gid), "--disable-userns"]
+            if uid is not None:
+                a += ["--uid", str(uid), "--gid", str(uid if self.pool else self.gid), "--disable-userns"]
         a += ["--die-with-parent", "--new-session", "--clearenv", "--hostname", self.hostname]
 
         made: set[str] = {"/"}
@@ -257,7 +297,8 @@ class BwrapSandbox(Sandbox):
                 a += ["--ro-bind", sp, sp]
                 visible.append(sp)
             made.add(sp)
-        a += ["--ro-bind", str(etc_snapshot(self.etc)), "/etc"]
+        pw, gr = self.pool.passwd_lines() if self.pool is not None else ((), ())
+        a += ["--ro-bind", str(etc_snapshot(self.etc, pw, gr)), "/etc"]
         made.add("/etc")
         visible.append("/etc")
         a += ["--proc", "/proc", "--dev", "/dev",
@@ -304,7 +345,8 @@ class BwrapSandbox(Sandbox):
             a += ["--setenv", k, v]
         if self.mode == "setpriv":
             a += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--",
-                  self.setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", *_SETPRIV_FLAGS, "--"]
+                  self.setpriv, f"--reuid={uid}", f"--regid={uid if self.pool else self.gid}",
+                  *_SETPRIV_FLAGS, "--"]
         else:
             a += ["--"]
         return a + list(argv)
@@ -325,25 +367,55 @@ class BwrapSandbox(Sandbox):
         argv = _runner.check_argv(argv)
         child_env = _runner.child_env(env, gpu.env if gpu is not None else None)
         nodes = tuple(gpu.device_nodes) if gpu is not None else ()
-        info_r, info_w = os.pipe()
-        block_r, block_w = os.pipe()
+        lease = qm = None
+        fds: list[int] = []
         try:
-            cmd = self.command(argv, wd, child_env, ro_paths, nodes, (info_w, block_r), hide=hide)
-            if self.mode == "setpriv":
-                _runner.grant_workdir(wd, self.uid, self.gid)
-        except BaseException:
-            for fd in (info_r, info_w, block_r, block_w):
-                os.close(fd)
-            raise
-        rlimits = {}
-        if self.mode == "setpriv" and limits.pids:
-            import resource
+            if self.disk is not None:
+                try:
+                    qm = quota.attach(wd, self.disk, self.inodes)
+                except quota.QuotaExceeded as e:
+                    r = RunResult(None, "", str(e), 0.0, LIMIT_DISK, self.name, time.monotonic() - t0)
+                    r.extra.update(disk_quota_mb=round(self.disk / 2**20), inode_quota=self.inodes)
+                    return r
+            if self.pool is not None:
+                lease = self.pool.lease()
+                self.pool.clear_keys(lease.uid)
+            uid = lease.uid if lease is not None else self.uid
+            gid = lease.gid if lease is not None else self.gid
+            info_r, info_w = os.pipe()
+            block_r, block_w = os.pipe()
+            fds = [info_r, info_w, block_r, block_w]
+            pass_fds = [info_w, block_r]
+            sfd = None
+            if self.seccomp:
+                from . import seccomp as _seccomp
 
-            # Fallback only (the runner drops it when the pids cgroup is in use): RLIMIT_NPROC
-            # counts every process of uid 65534 on the host, so it is shared between runs.
-            rlimits[resource.RLIMIT_NPROC] = (limits.pids, limits.pids)
-        spawn = _runner.Spawn(argv=cmd, cwd="/", env={}, wrapped=True, rlimits=rlimits,
-                              needs_reaper=False, wait_children_on_kill=True,
-                              handshake=(info_r, block_w), pass_fds=(info_w, block_r))
-        return _runner.execute(spawn, limits, backend=self.name, t0=t0, use_cgroups=self.cgroups,
-                               capture_dir=self.capture_dir, extra={"uid_mode": self.mode})
+                sfd = _seccomp.filter_fd()
+                fds.append(sfd)
+                pass_fds.append(sfd)
+            cmd = self.command(argv, wd, child_env, ro_paths, nodes, (info_w, block_r), hide=hide,
+                               uid=uid, seccomp_fd=sfd)
+            if self.mode == "setpriv":
+                _runner.grant_workdir(wd, uid, gid)
+            rlimits = {}
+            if self.mode == "setpriv" and limits.pids:
+                import resource
+
+                # Fallback only (the runner drops it when the pids cgroup is in use): RLIMIT_NPROC
+                # counts every process of the uid on the host (one uid per run from the pool).
+                rlimits[resource.RLIMIT_NPROC] = (limits.pids, limits.pids)
+            spawn = _runner.Spawn(argv=cmd, cwd="/", env={}, wrapped=True, rlimits=rlimits,
+                                  needs_reaper=False, wait_children_on_kill=True,
+                                  handshake=(info_r, block_w), pass_fds=tuple(pass_fds))
+            fds = []  # the runner owns (and closes) them from here
+            r = _runner.execute(spawn, limits, backend=self.name, t0=t0, use_cgroups=self.cgroups,
+                                capture_dir=self.capture_dir,
+                                extra={"uid_mode": self.mode, "uid": uid, "seccomp": self.seccomp})
+            return _runner.disk_verdict(r, qm)
+        finally:
+            for fd in fds:
+                os.close(fd)
+            if lease is not None:
+                lease.release()
+            if qm is not None:
+                quota.done(qm)

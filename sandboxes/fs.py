@@ -224,12 +224,7 @@ def copy_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
                 tfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600,
                               dir_fd=state["dfd"])
                 try:
-                    left = st.st_size
-                    while left > 0:
-                        n = os.copy_file_range(sfd, tfd, min(left, 1 << 30))
-                        if n == 0:
-                            break
-                        left -= n
+                    _copy_data(sfd, tfd, st.st_size)
                     meta(None, st, fd=tfd)
                 finally:
                     os.close(tfd)
@@ -240,6 +235,27 @@ def copy_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         walk(src, on)
     finally:
         os.close(state["dfd"])
+
+
+def _copy_data(sfd: int, tfd: int, size: int) -> None:
+    """Copy ``size`` bytes in the kernel (sendfile: copy_file_range refuses EXDEV across file
+    systems here), falling back to read/write."""
+    left = size
+    try:
+        while left > 0:
+            n = os.sendfile(tfd, sfd, None, min(left, 1 << 30))
+            if n == 0:
+                return
+            left -= n
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOSYS):
+            raise
+        while left > 0:
+            chunk = os.read(sfd, min(left, 1 << 20))
+            if not chunk:
+                return
+            os.write(tfd, chunk)
+            left -= len(chunk)
 
 
 def tree_usage(path: str | os.PathLike) -> tuple[int, int]:

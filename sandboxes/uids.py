@@ -31,6 +31,8 @@ DEFAULT_BASE = 200_000
 DEFAULT_SIZE = 64
 LOCK_DIR = Path(os.environ.get("DGM_UID_LOCK_DIR", "/var/tmp/dgm-uids"))
 _SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
+# the system Python: a venv under /root is not reachable by a pool uid on the host
+_HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 # keyctl(KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING) and the user-session keyring, as the uid itself
 # (root cannot clear another uid's keyring: key permissions do not yield to root).
@@ -131,7 +133,7 @@ class UidPool:
         if not _SETPRIV or os.geteuid() != 0:
             return False
         subprocess.run([_SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--",
-                        sys.executable, "-I", "-S", "-c", _CLEAR_KEYS],
+                        _HOST_PYTHON, "-I", "-S", "-c", _CLEAR_KEYS],
                        env={}, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
         self._cleared[uid] = key_counts().get(uid, 0)
         return True

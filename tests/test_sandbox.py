@@ -254,7 +254,9 @@ print(res)
     res = eval(r.stdout)
     assert all(v != "WROTE" for v in res.values()), res
     assert not any(v is True for k, v in res.items() if k.startswith("read ")), res
-    assert res["uid"] == (65534 if os.geteuid() == 0 else os.getuid())
+    # as root: a uid of its own from the pool (200000+), never the caller's; else the caller (userns)
+    assert res["uid"] == (r.extra["uid"] if os.geteuid() == 0 else os.getuid())
+    assert res["uid"] != 0 and (os.geteuid() != 0 or 200_000 <= res["uid"] < 200_064)
     assert (wd / "result.txt").read_text() == "persisted"
     assert not (tmp_path / "x").exists()
 

@@ -223,7 +223,7 @@ def test_fs_helpers_handle_10000_levels_without_recursion(tmp_path):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_deep_tree_from_the_candidate_is_granted_and_cleaned(backend, tmp_path):
-    sb = _sb(backend, **QUOTA) if IS_ROOT else _sb(backend)
+    sb = _sb(backend, disk=64 * 2**20, inodes=20_000) if IS_ROOT else _sb(backend)
     wd = tmp_path / "wd"
     wd.mkdir()
     code = f"""
