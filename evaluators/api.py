@@ -11,10 +11,13 @@ group ``dgm.evaluators``; see docs/evaluators.md.
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from sandboxes.base import Limits, RunResult, Sandbox
 
@@ -89,9 +92,15 @@ class CandidateRun:
         """
         return safe_read(self.workdir, relpath, max_bytes)
 
-    def run_python(self, script: str, limits: Limits, env: Mapping[str, str] | None = None) -> RunResult:
-        """Run a Python harness file (relative to ``workdir``) with the sandbox's interpreter."""
-        return self.execute([self.python, "-I", "-B", script], limits, env)
+    def run_python(self, script: str, limits: Limits, env: Mapping[str, str] | None = None,
+                   args: Sequence[str] = ()) -> RunResult:
+        """Run a Python harness file (relative to ``workdir``) with the sandbox's interpreter.
+
+        Isolated mode (``-I``): neither the work directory nor ``PYTHONPATH`` is on ``sys.path``,
+        so a harness that imports the candidate's module puts the work directory there itself
+        (``sys.path.insert(0, os.getcwd())``) before importing it.
+        """
+        return self.execute([self.python, "-I", "-B", script, *args], limits, env)
 
 
 def bundled_data_dirs() -> list[Path]:
@@ -130,6 +139,60 @@ def load_npz_artifact(workdir: Path, relpath: str, max_bytes: int = 64 << 20) ->
         raise CandidateInvalid(f"{relpath} is not a numpy .npz file: {type(e).__name__}") from None
 
 
+class EvaluatorOptionsError(ValueError):
+    """A bad ``[evaluator.options]`` table; the message names the evaluator, the option and the value."""
+
+
+class EvaluatorOptions(BaseModel):
+    """An evaluator's ``[evaluator.options]``: subclass it with typed fields (and validators) and name
+    the subclass in :attr:`Evaluator.Options`. Unknown keys are errors; the instance is frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Dict-style reads, for evaluators written when options were a plain dict of what was given.
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if name in self.model_fields_set else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.model_fields_set
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.model_fields_set:
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+def _describe_option_errors(evaluator: str, model: type[EvaluatorOptions], e: ValidationError) -> str:
+    """``evaluator 'x': option 'timeout_s' = -3: must be > 0`` (one clause per fault)."""
+    known = ", ".join(sorted(model.model_fields)) or "none"
+    parts = []
+    for err in e.errors():
+        name = ".".join(str(x) for x in err["loc"]) or "(options)"
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown option {name!r} = {value!r}; known: {known}")
+        else:
+            parts.append(f"option {name!r} = {value!r}: {_plain(err)}")
+    return f"evaluator {evaluator!r}: " + "; ".join(parts)
+
+
+def _plain(err: Mapping[str, Any]) -> str:
+    """Pydantic's bound messages in the words the campaign config uses (``must be > 0``)."""
+    ctx = err.get("ctx") or {}
+    for key, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+        if key in ctx:
+            bound = ctx[key]
+            return f"must be {op} {bound:g}" if isinstance(bound, float) else f"must be {op} {bound}"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+@functools.cache
+def _legacy_options_model(cls: type) -> type[EvaluatorOptions]:
+    """Options of an evaluator that only overrides ``option_names()``: those names, any value."""
+    fields: dict[str, Any] = {n: (Any, None) for n in cls.option_names()}
+    return create_model(f"{cls.__name__}Options", __base__=EvaluatorOptions, **fields)
+
+
 class Evaluator(abc.ABC):
     """Base class of every evaluator (built-in suites and plugins)."""
 
@@ -144,18 +207,32 @@ class Evaluator(abc.ABC):
     #: directions worth trying (domain knowledge, like a researcher's notes); a proposal's prompt
     #: carries one of them, picked at random, with probability ``[mutation] idea_share``
     ideas: ClassVar[Sequence[str]] = ()
+    #: the model of ``[evaluator.options]`` (default: no options)
+    Options: ClassVar[type[EvaluatorOptions]] = EvaluatorOptions
 
     def __init__(self, **options: Any) -> None:
-        """``options`` come from the campaign's ``[evaluator.options]`` table."""
-        unknown = set(options) - set(self.option_names())
-        if unknown:
-            raise ValueError(f"evaluator {self.name!r}: unknown option(s) {sorted(unknown)}; known: {sorted(self.option_names())}")
-        self.options = options
+        """``options`` come from the campaign's ``[evaluator.options]`` table; ``self.options`` is
+        the validated :attr:`Options` instance. Raises :class:`EvaluatorOptionsError`."""
+        self.options = self.parse_options(options)
+
+    @classmethod
+    def options_model(cls) -> type[EvaluatorOptions]:
+        if cls.Options is EvaluatorOptions and getattr(cls.option_names, "__func__", None) is not _base_option_names:
+            return _legacy_options_model(cls)
+        return cls.Options
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any]) -> EvaluatorOptions:
+        model = cls.options_model()
+        try:
+            return model(**options)
+        except ValidationError as e:
+            raise EvaluatorOptionsError(_describe_option_errors(cls.name, model, e)) from None
 
     @classmethod
     def option_names(cls) -> Sequence[str]:
-        """Names accepted in ``[evaluator.options]``."""
-        return ()
+        """Names accepted in ``[evaluator.options]`` (the fields of :attr:`Options`)."""
+        return tuple(cls.Options.model_fields)
 
     @abc.abstractmethod
     def seed_agent(self) -> Path:
@@ -177,3 +254,6 @@ class Evaluator(abc.ABC):
     @classmethod
     def public_metric_names(cls) -> list[str]:
         return [m.name for m in cls.metrics if m.public]
+
+
+_base_option_names = Evaluator.option_names.__func__

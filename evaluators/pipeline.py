@@ -24,6 +24,8 @@ from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, Stage, Sta
 from sandboxes.artifacts import ArtifactError
 from sandboxes.base import Sandbox, SandboxError
 
+_RUNTIME = Path(__file__).with_name("harness_runtime.py")
+
 
 @dataclass
 class StageResult:
@@ -163,13 +165,12 @@ def gate_passes(gate: Mapping[str, float], score: float, metrics: Mapping[str, f
 
 
 def evaluator_fingerprint(evaluator: Evaluator) -> dict[str, str]:
-    """sha256 of every file of the evaluator's package: checked before and after each evaluation."""
+    """sha256 of every file of the evaluator's package, and of the harness runtime that built-in
+    suites copy next to the candidate: checked before and after each evaluation."""
     root = Path(inspect.getfile(type(evaluator))).parent
-    digests = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            digests[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return digests
+    files = {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+    files["evaluators/harness_runtime.py"] = _RUNTIME
+    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()}
 
 
 def evaluate(

@@ -6,7 +6,7 @@ import inspect
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from evaluators.api import Evaluator, MetricSpec, Stage
+from evaluators.api import Evaluator, EvaluatorOptions, EvaluatorOptionsError, MetricSpec, Stage
 
 GROUP = "dgm.evaluators"
 
@@ -43,6 +43,9 @@ def problems(cls: Any) -> list[str]:
             for gate_metric in getattr(s, "gate", {}):
                 if gate_metric != "score" and gate_metric not in declared:
                     found.append(f"stage {s.name!r} gates on undeclared metric {gate_metric!r}")
+    options = getattr(cls, "Options", None)
+    if not (inspect.isclass(options) and issubclass(options, EvaluatorOptions)):
+        found.append("class attribute 'Options' must be a subclass of evaluators.api.EvaluatorOptions")
     if inspect.isabstract(cls):
         missing = sorted(getattr(cls, "__abstractmethods__", ()))
         found.append(f"does not implement {', '.join(missing)}")
@@ -71,8 +74,11 @@ def load_class(name: str) -> type[Evaluator]:
 
 
 def create(name: str, options: dict[str, Any] | None = None) -> Evaluator:
+    """An instance of the evaluator registered as ``name``; a bad option names it and its value."""
     cls = load_class(name)
     try:
         return cls(**(options or {}))
+    except EvaluatorOptionsError as e:  # already names the evaluator, the option and the value
+        raise EvaluatorLoadError(str(e)) from e
     except Exception as e:
         raise EvaluatorLoadError(f"evaluator {name!r}: bad options {options!r}: {e}") from e

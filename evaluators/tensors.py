@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -27,14 +28,33 @@ def checked_tensors(arrays: dict, want: dict[str, tuple], *, name: str, what: st
     return out
 
 
+# torch's intra-op thread count is process state (a global default that new threads adopt, plus
+# each thread's own OpenMP setting), and evaluations score on a thread pool. Saving and restoring
+# it per caller interleaves badly: one scorer would restore the count while another still scores
+# (its numbers then depend on the thread count) and the last one would leave the process at 1.
+# So the callers share one save/restore: the first to enter saves, every one sets 1 for itself,
+# the last to leave restores.
+_lock = threading.Lock()
+_inside = 0
+_saved = 0
+
+
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """Torch on one thread while the evaluator scores (process-wide: not for concurrent threads)."""
+    """Torch on one thread while the evaluator scores, so scores do not depend on the machine's
+    core count; safe for concurrent threads (the count is restored when the last one leaves)."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    global _inside, _saved
+    with _lock:
+        if _inside == 0:
+            _saved = torch.get_num_threads()
+        _inside += 1
+        torch.set_num_threads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _lock:
+            _inside -= 1
+            if _inside == 0:
+                torch.set_num_threads(_saved)

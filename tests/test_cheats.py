@@ -36,7 +36,7 @@ SEED_BODY = (CP_DIR / "seed" / "packing.py").read_text()
 
 def test_nan_metric_is_invalid(tmp_path):
     res = run(tmp_path, "import numpy as np\ndef construct_packing():\n    return np.zeros((26, 2)) + 0.5, np.full(26, np.nan)\n")
-    assert not res.first_stage_complete and "NaN" in res.error
+    assert not res.valid and "NaN" in res.error
 
 
 def test_self_reported_score_is_ignored(tmp_path):
@@ -50,14 +50,14 @@ def test_self_reported_score_is_ignored(tmp_path):
         "    os._exit(0)\n"
     )
     res = run(tmp_path, code)
-    assert not res.first_stage_complete and "overlap" in res.error
+    assert not res.valid and "overlap" in res.error
 
 
 def test_honest_rescoring_of_a_reported_sum(tmp_path):
     # returns the seed's geometry: whatever it prints or reports, the score is the recomputed sum
     code = SEED_BODY + "\nprint('sum_radii = 2.9  score = 1.1')\n"
     res = run(tmp_path, code)
-    assert res.first_stage_complete and res.public_metrics["sum_radii"] == pytest.approx(SEED_SUM)
+    assert res.valid and res.public_metrics["sum_radii"] == pytest.approx(SEED_SUM)
 
 
 def test_evaluator_patching_fails_and_is_detected(tmp_path):
@@ -73,7 +73,7 @@ def test_evaluator_patching_fails_and_is_detected(tmp_path):
     before = path.read_bytes()
     res = run(tmp_path, code)
     assert path.read_bytes() == before
-    assert not res.first_stage_complete
+    assert not res.valid
     assert "No such file or directory" in res.error or "Read-only file system" in res.error
 
 
@@ -92,7 +92,7 @@ def test_hidden_data_and_host_secrets_are_not_readable(tmp_path, monkeypatch):
         "    return _orig()\n"
     )
     res = run(tmp_path, code)
-    assert res.first_stage_complete, res.error
+    assert res.valid, res.error
 
 
 def test_timeout_extension_by_detached_child_is_killed(tmp_path):
@@ -113,7 +113,7 @@ def test_timeout_extension_by_detached_child_is_killed(tmp_path):
         "        pass\n"
     )
     res = run(tmp_path, code, timeout_s=1.5)
-    assert not res.first_stage_complete and "wall-clock" in res.error
+    assert not res.valid and "wall-clock" in res.error
     survivors = subprocess.run(["pgrep", "-f", "sleep 7.31415"], capture_output=True, text=True).stdout.split()
     assert survivors == []
 
@@ -132,7 +132,7 @@ def test_symlinked_artifact_is_not_followed(tmp_path):
         "    os._exit(0)\n"
     )
     res = run(tmp_path, code)
-    assert not res.first_stage_complete
+    assert not res.valid
     assert "link" in res.error.lower() or "symlink" in res.error.lower()
 
 
@@ -151,4 +151,4 @@ def test_datasets_bundled_in_packages_are_hidden(tmp_path):
         "    return _orig()\n"
     )
     res = run(tmp_path, code)
-    assert res.first_stage_complete, res.error
+    assert res.valid, res.error

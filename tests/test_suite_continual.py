@@ -118,7 +118,7 @@ NAIVE_CODE = (NAIVE / "strategy.py").read_text()
 )
 def test_reference_orderings(agent_dir, low, high):
     res = run(evaluator(["class_il", "task_il"], public=2), agent_dir)
-    assert res.first_stage_complete, res.error
+    assert res.valid, res.error
     m = res.public_metrics
     assert low < m["class_il_acc"] < high
     assert m["task_il_acc"] > 0.9  # with the task id given, every strategy does well
@@ -202,7 +202,7 @@ Strategy.predict = predict
 Strategy.before_task = before_task
 '''
     res = run(evaluator(["class_il"]), make_agent(tmp_path, code))
-    assert not res.first_stage_complete
+    assert not res.valid
     assert "RuntimeError: SNOOP checked=" in res.error, res.error
     report = res.error[res.error.index("RuntimeError: SNOOP"):].splitlines()[0]
     checked = int(report.split("checked=")[1].split()[0])
@@ -225,7 +225,7 @@ def observe(self, x, y, task_id):
 Strategy.observe = observe
 '''
     res = run(evaluator(["class_il"]), make_agent(tmp_path, code))
-    assert not res.first_stage_complete
+    assert not res.valid
     assert "replay budget exceeded after task 0" in res.error and "buffer_size 200" in res.error, res.error
 
 
@@ -259,7 +259,7 @@ def observe(self, x, y, task_id):
 def test_a_strategy_over_its_compute_budget_is_invalid(tmp_path, extra, rows):
     code = NAIVE_CODE + extra + "\n\nStrategy.observe = observe\n"
     res = run(evaluator(["class_il"]), make_agent(tmp_path, code))
-    assert not res.first_stage_complete
+    assert not res.valid
     assert "compute budget exceeded in task 0" in res.error and f"{rows} rows" in res.error, res.error
 
 
@@ -272,7 +272,7 @@ def predict(self, x, task_id):
 Strategy.predict = predict
 '''
     res = run(evaluator(["class_il"]), make_agent(tmp_path, code))
-    assert not res.first_stage_complete
+    assert not res.valid
     assert "non-finite logits" in res.error and "task 0, iteration 5" in res.error, res.error
 
 
@@ -285,7 +285,7 @@ def predict(self, x, task_id):
 Strategy.predict = predict
 '''
     res = run(evaluator(["class_il"]), make_agent(tmp_path, code))
-    assert not res.first_stage_complete and "expected (450, 10)" in res.error, res.error
+    assert not res.valid and "expected (450, 10)" in res.error, res.error
 
 
 def test_a_crash_reports_the_traceback_tail(tmp_path):
@@ -298,6 +298,6 @@ def after_task(self, task_id):
 Strategy.after_task = after_task
 '''
     res = run(evaluator(["class_il"]), make_agent(tmp_path, code))
-    assert not res.first_stage_complete
+    assert not res.valid
     assert "exit code 1" in res.error and "ValueError: consolidation went wrong: marker-1234" in res.error
     assert "strategy.py" in res.error and "in after_task" in res.error, res.error

@@ -260,7 +260,7 @@ def test_candidate_finds_no_evaluation_material_in_its_workdir(tmp_path):
         spy = SpySandbox()
         res = _eval(agent, stage, seed=11, sandbox=spy, static_guard=False)
         listing = json.loads(res.error.rsplit("LISTING ", 1)[1].splitlines()[0])
-        assert listing == [["_dgm_config.json", "_dgm_core.py", "_dgm_harness.py", "agent.toml", "objective.py"], kinds]
+        assert listing == [["_dgm_config.json", "_dgm_core.py", "_dgm_harness.py", "_dgm_runtime.py", "agent.toml", "objective.py"], kinds]
         # the evaluation seeds and the reference returns live only in the evaluator
         runs = build_runs(stage, suite.PLANS[stage], 11)
         eval_seeds = [str(random.Random(f"rl_objective/eval/11/{stage}/{r['id']}").getrandbits(31)) for r in runs]

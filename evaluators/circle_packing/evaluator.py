@@ -1,7 +1,7 @@
 """Circle packing: 26 circles in the unit square, maximise the sum of radii (best known ≈ 2.635).
 
-Recipe: copy the harness next to the candidate → run it in the sandbox → read the raw centres and
-radii it wrote → recompute validity and the sum here, outside the sandbox. A reported sum is never
+Recipe (``harness_run``): run the harness next to the candidate in the sandbox → read the raw centres
+and radii it wrote → recompute validity and the sum here, outside the sandbox. A reported sum is never
 read; NaN, out-of-square and overlapping circles make the candidate invalid with the reason.
 """
 
@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from evaluators.agent import load_manifest
 from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome
+from evaluators.harness_run import Harness, HarnessOptions
 from sandboxes.base import Limits
 
 HERE = Path(__file__).parent
+HARNESS = Harness(HERE / "harness.py")
+RESULT = "result.json"
 N_CIRCLES = 26
 BEST_KNOWN = 2.635
 TOLERANCE = 1e-9
@@ -104,26 +105,15 @@ class CirclePackingEvaluator(Evaluator):
         MetricSpec("max_violation", 0.0, 1.0, public=False, description="worst constraint slack used"),
     )
 
-    @classmethod
-    def option_names(cls):
-        return ("timeout_s",)
+    Options = HarnessOptions
 
     def seed_agent(self) -> Path:
         return HERE / "seed"
 
     def run_stage(self, stage: Stage, run: CandidateRun) -> StageOutcome:
-        limits = stage.limits
-        if "timeout_s" in self.options:
-            limits = Limits(**{**limits.__dict__, "wall_s": float(self.options["timeout_s"])})
-        entry = load_manifest(run.workdir).entry
-        shutil.copy(HERE / "harness.py", run.workdir / "_dgm_harness.py")
-        out = run.workdir / "result.json"
-        result = run.execute([run.python, "-I", "-B", "_dgm_harness.py", entry, out.name], limits)
-        if not result.ok:
-            tail = result.stderr.strip()[-1500:]
-            raise CandidateInvalid(f"{result.describe()}" + (f"\n{tail}" if tail else ""))
+        HARNESS.run(run, stage, self.options, lambda workdir: {"out": RESULT})
         try:
-            payload = json.loads(run.read_artifact(out.name, max_bytes=1 << 20))
+            payload = json.loads(run.read_artifact(RESULT, max_bytes=1 << 20))
             centers, radii = payload["centers"], payload["radii"]
         except (ValueError, KeyError, TypeError) as e:
             raise CandidateInvalid(f"no usable result.json from the candidate: {e}") from None

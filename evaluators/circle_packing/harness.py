@@ -1,28 +1,22 @@
-"""Runs inside the sandbox: import the candidate, call construct_packing(), write result.json.
+"""Runs inside the sandbox (started by ``_dgm_runtime.py``): import the candidate, call
+construct_packing(), write the raw centres and radii to ``config["out"]``.
 
-Only the raw centres and radii leave the sandbox; the evaluator recomputes everything from them.
+Only those numbers leave the sandbox; the evaluator recomputes everything from them.
 """
 import json
-import sys
 import traceback
 
 
-def main(entry: str, out: str) -> int:
-    sys.path.insert(0, ".")
-    try:
-        import importlib
+def main(config):
+    from _dgm_runtime import import_entry
 
-        module = importlib.import_module(entry[:-3] if entry.endswith(".py") else entry)
-        produced = module.construct_packing()
+    try:
+        produced = import_entry(config["entry"]).construct_packing()
         centers, radii = produced[0], produced[1]
         payload = {"centers": [[float(v) for v in c] for c in centers], "radii": [float(r) for r in radii]}
     except Exception:
         traceback.print_exc(limit=-6)
         return 1
-    with open(out, "w") as f:
+    with open(config["out"], "w") as f:
         json.dump(payload, f)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))

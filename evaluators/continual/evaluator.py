@@ -16,24 +16,24 @@ and the worst accuracy along the way (De Lange et al.'s stability gap) count equ
 
 from __future__ import annotations
 
-import io
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from evaluators.agent import load_manifest
-from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, safe_read
+from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, load_npz_artifact
 from evaluators.continual.metrics import accuracy_curve, continual_metrics
 from evaluators.continual.scenarios import INPUT_DIM, NUM_CLASSES, NUM_TASKS, SCENARIOS, Stream, make_stream
+from evaluators.harness_run import Harness, HarnessOptions
 from sandboxes.base import Limits
 
 HERE = Path(__file__).parent
+HARNESS = Harness(HERE / "harness.py")
 WIDTH = 100
-EXIT_VIOLATION = 3
+PREDICTIONS = "preds.npz"
+MAX_PREDICTIONS_BYTES = 256 << 20  # the full stage's file limit
 
 #: Budgets passed to the strategy (see seed/strategy.py for their meaning).
 DEFAULT_BUDGET = {
@@ -88,6 +88,31 @@ def _metric_specs() -> tuple[MetricSpec, ...]:
         ]
     specs.append(MetricSpec("hidden_score", 0.0, 1.0, public=False, description="the score's formula on the hidden runs"))
     return tuple(specs)
+
+
+class ContinualOptions(HarnessOptions):
+    scenarios: list[str] = Field(default_factory=lambda: list(SCENARIOS))  # a single name is accepted too
+    seeds: int | None = Field(None, ge=2)  # public seeds of the full stage (it reports a spread)
+    hidden_seeds: int | None = Field(None, ge=0)  # hidden runs per stream of the full stage
+    buffer_size: int | None = Field(None, ge=0)
+    iterations: int | None = Field(None, ge=1)  # calls to observe per task
+    threads: int = Field(1, ge=1)  # torch intra-op threads in the harness
+
+    @field_validator("scenarios", mode="before")
+    @classmethod
+    def _scenarios(cls, v: Any) -> Any:
+        v = [v] if isinstance(v, str) else list(v) if isinstance(v, (list, tuple)) else v
+        if not v or not isinstance(v, list) or any(s not in SCENARIOS for s in v):
+            raise ValueError(f"choose from {list(SCENARIOS)}")
+        return v
+
+    @field_validator("iterations")
+    @classmethod
+    def _whole_evaluations(cls, v: int | None) -> int | None:
+        if v is not None and v % DEFAULT_BUDGET["eval_every"]:
+            raise ValueError(f"must be a multiple of {DEFAULT_BUDGET['eval_every']} (accuracy is measured every "
+                             f"{DEFAULT_BUDGET['eval_every']} iterations)")
+        return v
 
 
 @dataclass
@@ -147,41 +172,22 @@ class ContinualEvaluator(Evaluator):
               description="10 public seeds per stream + 5 hidden variants"),
     )
     metrics = _metric_specs()
-
-    @classmethod
-    def option_names(cls) -> Sequence[str]:
-        return ("scenarios", "seeds", "hidden_seeds", "buffer_size", "iterations", "timeout_s", "threads")
+    Options = ContinualOptions
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        scenarios = options.get("scenarios", list(SCENARIOS))
-        if isinstance(scenarios, str):
-            scenarios = [scenarios]
-        bad = [s for s in scenarios if s not in SCENARIOS]
-        if bad or not scenarios:
-            raise ValueError(f"[evaluator.options].scenarios = {scenarios!r}: choose from {list(SCENARIOS)}")
-        self.scenarios = [s for s in SCENARIOS if s in scenarios]
+        o = self.options
+        self.scenarios = [s for s in SCENARIOS if s in o.scenarios]
         self.budget = dict(DEFAULT_BUDGET)
         for key in ("buffer_size", "iterations"):
-            if key in options:
-                value = int(options[key])
-                if value < (0 if key == "buffer_size" else 1):
-                    raise ValueError(f"[evaluator.options].{key} = {value}: must be >= {0 if key == 'buffer_size' else 1}")
-                self.budget[key] = value
-        if self.budget["iterations"] % self.budget["eval_every"]:
-            raise ValueError(f"[evaluator.options].iterations = {self.budget['iterations']}: must be a multiple of {self.budget['eval_every']}")
+            if getattr(o, key) is not None:
+                self.budget[key] = getattr(o, key)
         self.plan = {k: dict(v) for k, v in PLAN.items()}
-        if "seeds" in options:
-            n = int(options["seeds"])
-            if n < 2:
-                raise ValueError(f"[evaluator.options].seeds = {n}: must be >= 2 (the full stage reports a spread)")
-            self.plan["full"]["public"] = n
-        if "hidden_seeds" in options:
-            n = int(options["hidden_seeds"])
-            if n < 0:
-                raise ValueError(f"[evaluator.options].hidden_seeds = {n}: must be >= 0")
-            self.plan["full"]["hidden"] = n
-            self.plan["small"]["hidden"] = min(n, self.plan["small"]["hidden"])
+        if o.seeds is not None:
+            self.plan["full"]["public"] = o.seeds
+        if o.hidden_seeds is not None:
+            self.plan["full"]["hidden"] = o.hidden_seeds
+            self.plan["small"]["hidden"] = min(o.hidden_seeds, self.plan["small"]["hidden"])
 
     def seed_agent(self) -> Path:
         return HERE / "seed"
@@ -193,20 +199,9 @@ class ContinualEvaluator(Evaluator):
     def run_stage(self, stage: Stage, run: CandidateRun) -> StageOutcome:
         plan = self.plan.get(stage.name, {"public": 1, "hidden": 0})
         runs = stage_runs(stage.name, self.scenarios, run.seed, plan["public"], plan["hidden"])
-        entry = load_manifest(run.workdir).entry
-        self._write_inputs(run.workdir, runs, run.device)
-        shutil.copy(HERE / "harness.py", run.workdir / "_dgm_harness.py")
-        limits = stage.limits
-        if "timeout_s" in self.options:
-            limits = Limits(**{**limits.__dict__, "wall_s": float(self.options["timeout_s"])})
-        result = run.execute([run.python, "-I", "-B", "_dgm_harness.py", entry, "_dgm_config.json"], limits)
-        report = _read_json(run.workdir / "report.json")
-        if result.returncode == EXIT_VIOLATION and result.limit_hit is None and report.get("violation"):
-            raise CandidateInvalid(str(report["violation"])[:1000])
-        if not result.ok:
-            tail = result.stderr.strip()[-1500:]
-            raise CandidateInvalid(result.describe() + (f"\n{tail}" if tail else ""))
-        per_run = [(r, continual_metrics(*self._curve(run.workdir, r))) for r in runs]
+        report = HARNESS.run(run, stage, self.options, lambda workdir: self._write_inputs(workdir, runs))
+        preds = load_npz_artifact(run.workdir, PREDICTIONS, MAX_PREDICTIONS_BYTES)
+        per_run = [(r, continual_metrics(*self._curve(preds, r))) for r in runs]
         score, metrics, hidden_score = summarise(per_run, self.scenarios)
         metrics["valid"] = 1.0
         if hidden_score is not None:
@@ -214,7 +209,8 @@ class ContinualEvaluator(Evaluator):
         return StageOutcome(score=score, metrics=metrics, feedback=self._feedback(metrics, report, runs, plan))
 
     # -- steps ----------------------------------------------------------------------------------
-    def _write_inputs(self, workdir: Path, runs: list[_Run], device: str) -> None:
+    def _write_inputs(self, workdir: Path, runs: list[_Run]) -> dict:
+        """Training data and label-free test inputs (the labels stay here); returns the config."""
         arrays: dict[str, np.ndarray] = {}
         cfg_runs = []
         for r in runs:
@@ -226,21 +222,18 @@ class ContinualEvaluator(Evaluator):
                 arrays[f"{r.key}_eval_task"] = r.stream.row_task
             cfg_runs.append({"id": r.key, "scenario": r.scenario, "seed": r.seed, "task_classes": r.stream.task_classes})
         np.savez(workdir / "_dgm_data.npz", **arrays)
-        cfg = {
-            "data": "_dgm_data.npz", "out": "preds.npz", "device": device, "threads": int(self.options.get("threads", 1)),
+        return {
+            "data": "_dgm_data.npz", "out": PREDICTIONS, "threads": self.options.threads,
             "num_tasks": NUM_TASKS, "num_classes": NUM_CLASSES, "input_dim": INPUT_DIM, "width": WIDTH,
             "budget": self.budget, "runs": cfg_runs,
         }
-        (workdir / "_dgm_config.json").write_text(json.dumps(cfg))
 
-    def _curve(self, workdir: Path, r: _Run) -> tuple[np.ndarray, list[int]]:
+    def _curve(self, predictions: dict[str, np.ndarray], r: _Run) -> tuple[np.ndarray, list[int]]:
         per_task = self.budget["iterations"] // self.budget["eval_every"]
         n_points, n_rows = NUM_TASKS * per_task, len(r.stream.eval_y)
-        try:
-            with np.load(io.BytesIO(safe_read(workdir, "preds.npz")), allow_pickle=False) as npz:
-                preds = np.asarray(npz[r.key])
-        except (OSError, KeyError, ValueError) as e:
-            raise CandidateInvalid(f"no usable predictions from the harness for run {r.key}: {e}") from None
+        if r.key not in predictions:
+            raise CandidateInvalid(f"no usable predictions from the harness for run {r.key}")
+        preds = predictions[r.key]
         if preds.shape != (n_points, n_rows):
             raise CandidateInvalid(f"predictions for run {r.key} have shape {preds.shape}, expected {(n_points, n_rows)}")
         if preds.min() < -1 or preds.max() >= NUM_CLASSES:
@@ -268,12 +261,3 @@ class ContinualEvaluator(Evaluator):
                 f"{rows} of {b['passes'] * b['iterations'] * b['batch_size']} rows per task"
             )
         return "\n".join(lines)
-
-
-def _read_json(path: Path) -> dict:
-    """A JSON report the harness left, read without following links; {} when unusable."""
-    try:
-        data = json.loads(safe_read(path.parent, path.name, max_bytes=8 << 20))
-    except (CandidateInvalid, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

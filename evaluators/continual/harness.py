@@ -1,7 +1,8 @@
-"""Runs inside the sandbox: trains the candidate's Strategy on each continual stream, writes predictions.
+"""Runs inside the sandbox (started by ``_dgm_runtime.py``): trains the candidate's Strategy on each
+continual stream, writes predictions.
 
-Reads ``config.json`` and ``data.npz`` (training data and label-free test inputs; the file is deleted
-once loaded), then for every run: a fresh fixed MLP, a fresh copy of the strategy module, and for
+Reads the config and ``_dgm_data.npz`` (training data and label-free test inputs; the file is
+deleted once loaded), then for every run: a fresh fixed MLP, a fresh copy of the strategy module, and for
 each task ``before_task`` → ``observe`` × iterations → ``after_task``. Every ``eval_every``
 iterations (and after ``after_task``) the strategy predicts the test inputs; only the predicted
 classes (int8) leave the sandbox, in ``preds.npz``. The evaluator scores them against labels it kept.
@@ -14,47 +15,16 @@ Budgets are measured here, in steps and bytes, never in seconds:
   at most ``passes × iterations × batch_size``.
 A violation, a non-finite or wrongly shaped prediction is written to ``report.json`` (exit code 3).
 """
-import contextlib
-import importlib
 import importlib.util
-import json
 import os
 import sys
-import traceback
 import types
 from collections import deque
 from types import SimpleNamespace
 
 import numpy as np
 import torch
-
-EXIT_VIOLATION = 3
-
-
-class Violation(Exception):
-    pass
-
-
-def lazy_dynamo():
-    """Eager training never needs ``torch._dynamo``, yet torch.optim and torch.func import it (about
-    1 s, as much as ``import torch``). A stub answers the three no-op calls eager code makes; any
-    other attribute (``torch.compile`` in a candidate, say) loads the real module."""
-    if "torch._dynamo" in sys.modules:
-        return
-    stub = types.ModuleType("torch._dynamo")
-
-    def disable(fn=None, recursive=True, **kwargs):
-        return fn if fn is not None else (lambda f: f)
-
-    def load_real(name):
-        sys.modules.pop("torch._dynamo", None)
-        return getattr(importlib.import_module("torch._dynamo"), name)
-
-    stub.graph_break = lambda *a, **k: None
-    stub.disable = disable
-    stub.compiled_autograd = types.SimpleNamespace(_disable=contextlib.nullcontext)
-    stub.__getattr__ = load_real
-    sys.modules["torch._dynamo"] = stub
+from _dgm_runtime import Violation, produce, setup_torch, take_inputs
 
 
 def make_model(input_dim, hidden, num_classes):
@@ -279,37 +249,15 @@ def run_stream(run, data, cfg, entry):
     return np.stack(preds), usage
 
 
-def main(entry, config_path):
-    torch.set_flush_denormal(True)
-    lazy_dynamo()
-    with open(config_path) as f:
-        cfg = json.load(f)
-    torch.set_num_threads(int(cfg.get("threads", 1)))
-    with np.load(cfg["data"]) as npz:
-        data = {k: npz[k] for k in npz.files}
-    os.remove(cfg["data"])  # the candidate cannot read later tasks' data from the work directory
-    sys.path.insert(0, os.getcwd())
-    entry = os.path.abspath(entry)
-    out, report = {}, {"runs": {}}
-    try:
+def main(cfg):
+    cfg["device"] = setup_torch(cfg)[1]
+    data = take_inputs(cfg["data"])
+    entry = os.path.abspath(cfg["entry"])
+
+    def work(report):
+        report["runs"], out = {}, {}
         for run in cfg["runs"]:
-            preds, usage = run_stream(run, data, cfg, entry)
-            out[run["id"]] = preds
-            report["runs"][run["id"]] = usage
-    except Violation as v:
-        report["violation"] = str(v)
-        with open("report.json", "w") as f:
-            json.dump(report, f)
-        print(f"budget or output violation: {v}", file=sys.stderr)
-        return EXIT_VIOLATION
-    except Exception:
-        traceback.print_exc(limit=-8)
-        return 1
-    np.savez(cfg["out"], **out)
-    with open("report.json", "w") as f:
-        json.dump(report, f)
-    return 0
+            out[run["id"]], report["runs"][run["id"]] = run_stream(run, data, cfg, entry)
+        return out
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    return produce(work, cfg["out"])

@@ -15,21 +15,19 @@ Score = 1 - mean(MSE after 1, 5, 10 steps) / MSE of always predicting 0, clipped
 
 from __future__ import annotations
 
-import io
-import json
-import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from pydantic import Field
 
-from evaluators.agent import load_manifest
-from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, safe_read
+from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, load_npz_artifact
 from evaluators.fewshot.tasks import SHIFTED, TRAIN, EvalSet, query_mse, sample_eval_set
-from sandboxes.base import Limits
+from evaluators.harness_run import Harness, HarnessOptions
+from sandboxes.base import Limits, RunResult
 
 HERE = Path(__file__).parent
-EXIT_VIOLATION = 3
+PREDICTIONS = "preds.npz"
 PUBLIC_SEED = 20170309  # public evaluation tasks and meta-training task stream
 EVAL_STEPS = (0, 1, 5, 10)
 SCORED_STEPS = (1, 5, 10)
@@ -85,6 +83,19 @@ def score_from(mse: dict[int, float], zero_mse: float) -> float:
     return float(np.clip(1.0 - mean / zero_mse, 0.0, 1.0))
 
 
+def _vmap_hint(result: RunResult, tail: str) -> str:
+    return VMAP_HINT if result.limit_hit is None and ("vmap" in tail or "functorch" in tail) else ""
+
+
+HARNESS = Harness(HERE / "harness.py", hint=_vmap_hint)
+
+
+class FewShotOptions(HarnessOptions):
+    seeds: int | None = Field(None, ge=2)  # seeds of the full stage (it reports a spread)
+    meta_iterations: int | None = Field(None, ge=1)  # of the full stage
+    threads: int = Field(1, ge=1)  # torch intra-op threads in the harness
+
+
 class FewShotEvaluator(Evaluator):
     name = "fewshot"
     task = TASK
@@ -97,20 +108,14 @@ class FewShotEvaluator(Evaluator):
               description="10 seeds x 10,000 meta-iterations (sized for a GPU), 1,000 + 1,000 tasks"),
     )
     metrics = _metric_specs()
-
-    @classmethod
-    def option_names(cls) -> Sequence[str]:
-        return ("seeds", "meta_iterations", "timeout_s", "threads")
+    Options = FewShotOptions
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.plan = {k: dict(v) for k, v in PLAN.items()}
-        for key, low in (("seeds", 2), ("meta_iterations", 1)):
-            if key in options:
-                value = int(options[key])
-                if value < low:
-                    raise ValueError(f"[evaluator.options].{key} = {value}: must be >= {low}")
-                self.plan["full"][key] = value
+        for key in ("seeds", "meta_iterations"):
+            if getattr(self.options, key) is not None:
+                self.plan["full"][key] = getattr(self.options, key)
 
     def seed_agent(self) -> Path:
         return HERE / "seed"
@@ -127,21 +132,9 @@ class FewShotEvaluator(Evaluator):
         if plan["hidden_tasks"]:
             sets["b"] = sample_eval_set(SHIFTED, plan["hidden_tasks"], PROTOCOL["K"], PROTOCOL["Q"],
                                         np.random.SeedSequence(int(run.seed), spawn_key=(stage_idx, 1)))
-        entry = load_manifest(run.workdir).entry
-        self._write_inputs(run.workdir, sets, plan, stage_idx, run.device)
-        shutil.copy(HERE / "harness.py", run.workdir / "_dgm_harness.py")
-        limits = stage.limits
-        if "timeout_s" in self.options:
-            limits = Limits(**{**limits.__dict__, "wall_s": float(self.options["timeout_s"])})
-        result = run.execute([run.python, "-I", "-B", "_dgm_harness.py", entry, "_dgm_config.json"], limits)
-        report = _read_json(run.workdir / "report.json")
-        if result.returncode == EXIT_VIOLATION and result.limit_hit is None and report.get("violation"):
-            raise CandidateInvalid(str(report["violation"])[:1000])
-        if not result.ok:
-            tail = result.stderr.strip()[-1500:]
-            hint = VMAP_HINT if result.limit_hit is None and ("vmap" in tail or "functorch" in tail) else ""
-            raise CandidateInvalid(result.describe() + hint + (f"\n{tail}" if tail else ""))
-        mse = {name: self._mse(run.workdir, name, s, plan["seeds"]) for name, s in sets.items()}
+        HARNESS.run(run, stage, self.options, lambda workdir: self._write_inputs(workdir, sets, plan, stage_idx))
+        preds = load_npz_artifact(run.workdir, PREDICTIONS)
+        mse = {name: self._mse(preds, name, s, plan["seeds"]) for name, s in sets.items()}
         metrics: dict[str, float] = {"valid": 1.0}
         for n in EVAL_STEPS:
             metrics[f"mse_{n}"] = float(mse["a"][n].mean())
@@ -161,41 +154,34 @@ class FewShotEvaluator(Evaluator):
         return StageOutcome(score=score, metrics=metrics, feedback=feedback)
 
     # -- steps ----------------------------------------------------------------------------------
-    def _write_inputs(self, workdir: Path, sets: dict[str, EvalSet], plan: dict, stage_idx: int, device: str) -> None:
+    def _write_inputs(self, workdir: Path, sets: dict[str, EvalSet], plan: dict, stage_idx: int) -> dict:
+        """Support sets with targets, query inputs without (the query targets stay here); returns the config."""
         arrays = {}
         for name, s in sets.items():
             arrays[f"{name}_support_x"] = s.support_x
             arrays[f"{name}_support_y"] = s.support_y
             arrays[f"{name}_query_x"] = s.query_x
         np.savez(workdir / "_dgm_data.npz", **arrays)
-        cfg = {
-            **PROTOCOL, "data": "_dgm_data.npz", "out": "preds.npz", "device": device,
-            "threads": int(self.options.get("threads", 1)), "seeds": list(range(plan["seeds"])),
+        return {
+            **PROTOCOL, "data": "_dgm_data.npz", "out": PREDICTIONS,
+            "threads": self.options.threads, "seeds": list(range(plan["seeds"])),
             "meta_iterations": plan["meta_iterations"], "task_seed": PUBLIC_SEED + 1 + stage_idx,
             "train_tasks": TRAIN.as_dict(), "eval_sets": list(sets), "eval_steps": list(EVAL_STEPS),
         }
-        (workdir / "_dgm_config.json").write_text(json.dumps(cfg))
 
-    def _mse(self, workdir: Path, name: str, s: EvalSet, seeds: int) -> dict[int, np.ndarray]:
+    def _mse(self, predictions: dict[str, np.ndarray], name: str, s: EvalSet, seeds: int) -> dict[int, np.ndarray]:
         out = {}
-        try:
-            with np.load(io.BytesIO(safe_read(workdir, "preds.npz")), allow_pickle=False) as npz:
-                for n in EVAL_STEPS:
-                    preds = np.asarray(npz[f"{name}_{n}"], dtype=np.float64)
-                    if preds.shape != (seeds, *s.query_y.shape):
-                        raise CandidateInvalid(f"predictions after {n} steps have shape {preds.shape}, expected {(seeds, *s.query_y.shape)}")
-                    if not np.isfinite(preds).all():
-                        raise CandidateInvalid(f"predictions after {n} steps are not finite")
-                    out[n] = query_mse(preds, s.query_y)
-        except (OSError, KeyError, ValueError) as e:
-            raise CandidateInvalid(f"no usable predictions from the harness: {e}") from None
+        for n in EVAL_STEPS:
+            key = f"{name}_{n}"
+            if key not in predictions:
+                raise CandidateInvalid(f"no usable predictions from the harness: {key!r} is missing")
+            try:
+                preds = np.asarray(predictions[key], dtype=np.float64)
+            except (TypeError, ValueError) as e:
+                raise CandidateInvalid(f"no usable predictions from the harness: {e}") from None
+            if preds.shape != (seeds, *s.query_y.shape):
+                raise CandidateInvalid(f"predictions after {n} steps have shape {preds.shape}, expected {(seeds, *s.query_y.shape)}")
+            if not np.isfinite(preds).all():
+                raise CandidateInvalid(f"predictions after {n} steps are not finite")
+            out[n] = query_mse(preds, s.query_y)
         return out
-
-
-def _read_json(path: Path) -> dict:
-    """A JSON report the harness left, read without following links; {} when unusable."""
-    try:
-        data = json.loads(safe_read(path.parent, path.name, max_bytes=8 << 20))
-    except (CandidateInvalid, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -1,6 +1,7 @@
-"""Runs inside the sandbox: meta-trains through the candidate's ``adapt`` and writes query predictions.
+"""Runs inside the sandbox (started by ``_dgm_runtime.py``): meta-trains through the candidate's
+``adapt`` and writes query predictions.
 
-Reads ``config.json`` and ``data.npz`` (evaluation tasks: support sets with targets, query inputs
+Reads the config and ``_dgm_data.npz`` (evaluation tasks: support sets with targets, query inputs
 without targets; the file is deleted once loaded). For every seed (all seeds at once with
 ``torch.func.vmap``): meta-parameters start from the fixed network's default init (optionally
 reshaped by the candidate's ``init_params``), then a fixed number of meta-iterations of the fixed
@@ -14,48 +15,17 @@ Budgets, counted, never timed: ``adapt(..., steps)`` may call ``loss_fn`` at mos
 per call; meta-parameters may hold at most ``param_factor`` x the network's parameter count.
 A violation or a non-finite prediction is written to ``report.json`` (exit code 3).
 """
-import contextlib
-import importlib
 import importlib.util
-import json
 import math
 import os
 import sys
-import traceback
-import types
 
 import numpy as np
 import torch
+from _dgm_runtime import Violation, produce, setup_torch, take_inputs
 from torch.func import grad, vmap
 
-EXIT_VIOLATION = 3
 NETWORK = {"w1": (40, 1), "b1": (40,), "w2": (40, 40), "b2": (40,), "w3": (1, 40), "b3": (1,)}
-
-
-class Violation(Exception):
-    pass
-
-
-def lazy_dynamo():
-    """Eager code never needs ``torch._dynamo``, yet torch.func imports it (about 1 s, as much as
-    ``import torch``). A stub answers the no-op calls eager code makes; any other attribute
-    (``torch.compile`` in a candidate, say) loads the real module."""
-    if "torch._dynamo" in sys.modules:
-        return
-    stub = types.ModuleType("torch._dynamo")
-
-    def disable(fn=None, recursive=True, **kwargs):
-        return fn if fn is not None else (lambda f: f)
-
-    def load_real(name):
-        sys.modules.pop("torch._dynamo", None)
-        return getattr(importlib.import_module("torch._dynamo"), name)
-
-    stub.graph_break = lambda *a, **k: None
-    stub.disable = disable
-    stub.compiled_autograd = types.SimpleNamespace(_disable=contextlib.nullcontext)
-    stub.__getattr__ = load_real
-    sys.modules["torch._dynamo"] = stub
 
 
 def forward(params, x):
@@ -131,32 +101,16 @@ def sample_tasks(gen, cfg, shape, device):
     return x.to(device), (amp * torch.sin(x - phase)).to(device)
 
 
-def main(entry, config_path):
-    torch.set_flush_denormal(True)
-    lazy_dynamo()
-    with open(config_path) as f:
-        cfg = json.load(f)
-    torch.set_num_threads(int(cfg.get("threads", 1)))
-    with np.load(cfg["data"]) as npz:
-        data = {k: npz[k] for k in npz.files}
-    os.remove(cfg["data"])
-    sys.path.insert(0, os.getcwd())
-    report = {}
-    try:
-        preds, report = run(os.path.abspath(entry), cfg, data)
-    except Violation as v:
-        report["violation"] = str(v)
-        with open("report.json", "w") as f:
-            json.dump(report, f)
-        print(f"budget or output violation: {v}", file=sys.stderr)
-        return EXIT_VIOLATION
-    except Exception:
-        traceback.print_exc(limit=-8)
-        return 1
-    np.savez(cfg["out"], **preds)
-    with open("report.json", "w") as f:
-        json.dump(report, f)
-    return 0
+def main(cfg):
+    cfg["device"] = setup_torch(cfg)[1]
+    data = take_inputs(cfg["data"])
+
+    def work(report):
+        preds, info = run(os.path.abspath(cfg["entry"]), cfg, data)
+        report.update(info)
+        return preds
+
+    return produce(work, cfg["out"])
 
 
 def run(entry, cfg, data):
@@ -235,7 +189,3 @@ def run(entry, cfg, data):
                 raise Violation(f"non-finite query predictions (NaN or inf) after {steps} inner steps")
             preds[f"{name}_{steps}"] = out.squeeze(-1).to("cpu", torch.float32).numpy()
     return preds, {"meta_params": int(sum(v[0].numel() for v in theta.values()))}
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -13,21 +13,20 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-from evaluators.agent import load_manifest
-from evaluators.tensors import checked_tensors, one_thread
 from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, load_npz_artifact
-from evaluators import guard
+from evaluators.harness_run import Harness, HarnessOptions
 from evaluators.optimizer import suite
 from evaluators.optimizer.metrics import CLIP, FLOORS, aggregate, choose_lr, log_ratio, mean_std
+from evaluators.tensors import checked_tensors, one_thread
 from sandboxes.base import Limits
 
 HERE = Path(__file__).parent
+HARNESS = Harness(HERE / "harness.py", support={"_dgm_tasks.py": HERE / "tasks.py"})
 MAX_PARAMS_BYTES = 64 << 20
 _BASELINE_CACHE: OrderedDict = OrderedDict()  # (task key) -> (lr, per-seed losses); bounded
 _DATA_CACHE: OrderedDict = OrderedDict()
@@ -47,6 +46,10 @@ tuned Adam, above 1 = better. Non-finite losses or parameters are invalid ("dive
 The seed is Adam with a fixed learning rate of 0.01. Ideas: adapt the step size to the task
 (e.g. from gradient statistics), schedules using step/total_steps, warm-up, decay, momentum
 variants, sign-based or normalised updates, clipping."""
+
+
+class OptimizerOptions(HarnessOptions):
+    static_guard: bool = True  # reject imports and attributes outside the rule's business before running
 
 
 class OptimizerEvaluator(Evaluator):
@@ -75,33 +78,20 @@ class OptimizerEvaluator(Evaluator):
         MetricSpec("hidden_log_ratio_std", 0.0, 2 * CLIP, public=False, higher_is_better=False),
     )
 
-    @classmethod
-    def option_names(cls):
-        return ("static_guard",)
+    Options = OptimizerOptions
 
     def seed_agent(self) -> Path:
         return HERE / "seed"
 
     def run_stage(self, stage: Stage, run: CandidateRun) -> StageOutcome:
-        entry = load_manifest(run.workdir).entry
-        if self.options.get("static_guard", True):
-            found = guard.problems((run.workdir / entry).read_text(errors="replace"), entry)
-            if found:
-                raise CandidateInvalid("rejected before running: " + "; ".join(found[:5]))
         tasks = build_tasks(stage.name, suite.PLANS[stage.name], run.seed)
-        for t in tasks:
-            train_arrays, _ = task_data(t)
-            np.savez(run.workdir / f"_dgm_task_{t['id']}.npz", **train_arrays)
-        shutil.copy(HERE / "harness.py", run.workdir / "_dgm_harness.py")
-        shutil.copy(HERE / "tasks.py", run.workdir / "_dgm_tasks.py")
-        config = {"entry": entry, "device": run.device, "threads": 1,
-                  "tasks": [{k: t[k] for k in ("id", "spec", "seeds", "data_seed")} for t in tasks]}
-        (run.workdir / "_dgm_config.json").write_text(json.dumps(config))
-        result = run.execute([run.python, "-I", "-B", "_dgm_harness.py", "_dgm_config.json"], stage.limits)
-        if not result.ok:
-            tail = result.stderr.strip()[-1500:]
-            diverged = next((ln for ln in tail.splitlines() if ln.startswith("diverged:")), None)
-            raise CandidateInvalid(diverged or (result.describe() + (f"\n{tail}" if tail else "")))
+
+        def inputs(workdir: Path) -> dict:  # the training arrays only; held-out data stays here
+            for t in tasks:
+                np.savez(workdir / f"_dgm_task_{t['id']}.npz", **task_data(t)[0])
+            return {"threads": 1, "tasks": [{k: t[k] for k in ("id", "spec", "seeds", "data_seed")} for t in tasks]}
+
+        HARNESS.run(run, stage, self.options, inputs, static_guard=self.options.static_guard)
         scored = [score_task(t, load_params(run.workdir / f"params_{t['id']}.npz", t)) for t in tasks]
         return summarise(scored)
 

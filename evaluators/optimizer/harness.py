@@ -1,6 +1,5 @@
-"""Runs inside the sandbox: train every task of the config with the candidate's update rule.
-
-    python -I -B _dgm_harness.py CONFIG.json
+"""Runs inside the sandbox (started by ``_dgm_runtime.py``): train every task of the config with the
+candidate's update rule.
 
 For each task it loads the training arrays the evaluator wrote (``_dgm_task_<id>.npz``), runs
 ``steps`` updates for all seeds at once (the rule is applied per seed with ``torch.func.vmap``;
@@ -11,7 +10,6 @@ non-finite loss or parameter stops with exit code 3 and a line starting ``diverg
 The evaluator imports :func:`train` from the package copy to run its tuned-Adam baseline on exactly
 the same seeds, minibatches and gradient noise.
 """
-import json
 import sys
 import time
 
@@ -133,23 +131,15 @@ def train(spec: dict, arrays: dict, rule, seeds, data_seed: int, tasks, torch, d
     return params
 
 
-def main(config_path: str) -> int:
-    sys.path.insert(0, ".")
-    with open(config_path) as f:
-        config = json.load(f)
-    import importlib
-
+def main(config: dict) -> int:
     import numpy as np
-    import torch
 
-    torch.set_flush_denormal(True)
-    torch.set_num_threads(int(config.get("threads", 1)))
-    device = config.get("device", "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        device = "cpu"
-    tasks = importlib.import_module("_dgm_tasks")
+    import _dgm_tasks as tasks
+    from _dgm_runtime import import_entry, setup_torch
+
+    torch, device = setup_torch(config)
     entry = config["entry"]
-    module = importlib.import_module(entry[:-3] if entry.endswith(".py") else entry)
+    module = import_entry(entry)
     for fn in ("init_state", "update"):
         if not callable(getattr(module, fn, None)):
             print(f"{entry} defines no function {fn}(); see the task description", file=sys.stderr)
@@ -166,7 +156,3 @@ def main(config_path: str) -> int:
         return e.code
     print(f"trained {len(config['tasks'])} task(s) in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from evaluators.stats import mean_std  # noqa: F401  (one of this suite's metric helpers)
+
 CLIP = 3.0  # |log loss ratio| per (task, seed) is capped: one task cannot swamp the mean (factor e^3 ~ 20)
 FLOOR = 1e-4  # losses below FLOOR x initial loss count as solved: ratios of two solved runs go to 1
 # Per task kind: held-out cross-entropy below 1 % of its initial value is "solved" (tiny test sets
@@ -38,15 +40,6 @@ def choose_lr(log_losses_by_lr: Sequence[Sequence[float]]) -> int:
     return best
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1; 0 for a single value)."""
-    n = len(values)
-    if n == 0:
-        raise ValueError("mean_std of no values")
-    mean = sum(values) / n
-    if n == 1:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
 def aggregate(per_task: Sequence[Sequence[float]]) -> tuple[float, float]:

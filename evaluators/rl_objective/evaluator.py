@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 
-import numpy as np
-
-from evaluators.agent import load_manifest
-from evaluators.tensors import checked_tensors, one_thread
-from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, load_npz_artifact
-from evaluators import guard
+from evaluators.api import CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, load_npz_artifact
+from evaluators.harness_run import Harness, HarnessOptions
 from evaluators.rl_objective import suite
 from evaluators.rl_objective.metrics import mean_std, normalise, optimal_return
+from evaluators.tensors import checked_tensors, one_thread
 from sandboxes.base import Limits
 
 HERE = Path(__file__).parent
+HARNESS = Harness(HERE / "harness.py", support={"_dgm_core.py": HERE / "core.py"})
 REFERENCE_FILE = HERE / "reference_returns.json"
 MAX_CKPT_BYTES = 64 << 20
 
@@ -44,6 +41,10 @@ out the trained policies itself: score = return normalised between a random poli
 clipped objective (1), averaged over environments. A non-finite loss is invalid ("diverged").
 Ideas: different clipping/drift functions of ratio or log_ratio, asymmetric treatment of positive
 and negative advantages, schedules over lifetime_fraction, entropy terms that decay."""
+
+
+class RLObjectiveOptions(HarnessOptions):
+    static_guard: bool = True  # reject imports and attributes outside the objective's business before running
 
 
 class RLObjectiveEvaluator(Evaluator):
@@ -76,32 +77,16 @@ class RLObjectiveEvaluator(Evaluator):
         MetricSpec("heldout_grid", -100.0, 1.001, public=False),
     )
 
-    @classmethod
-    def option_names(cls):
-        return ("static_guard",)
+    Options = RLObjectiveOptions
 
     def seed_agent(self) -> Path:
         return HERE / "seed"
 
     # ------------------------------------------------------------------------------------------
     def run_stage(self, stage: Stage, run: CandidateRun) -> StageOutcome:
-        plan = suite.PLANS[stage.name]
-        runs = build_runs(stage.name, plan, run.seed)
-        entry = load_manifest(run.workdir).entry
-        if self.options.get("static_guard", True):
-            found = guard.problems((run.workdir / entry).read_text(errors="replace"), entry)
-            if found:
-                raise CandidateInvalid("rejected before running: " + "; ".join(found[:5]))
-        shutil.copy(HERE / "harness.py", run.workdir / "_dgm_harness.py")
-        shutil.copy(HERE / "core.py", run.workdir / "_dgm_core.py")
-        config = {"entry": entry, "device": run.device, "threads": 1,
-                  "runs": [{k: r[k] for k in ("id", "env", "seeds", "env_seed", "budget", "hp")} for r in runs]}
-        (run.workdir / "_dgm_config.json").write_text(json.dumps(config))
-        result = run.execute([run.python, "-I", "-B", "_dgm_harness.py", "_dgm_config.json"], stage.limits)
-        if not result.ok:
-            tail = result.stderr.strip()[-1500:]
-            diverged = next((ln for ln in tail.splitlines() if ln.startswith("diverged:")), None)
-            raise CandidateInvalid(diverged or (result.describe() + (f"\n{tail}" if tail else "")))
+        runs = build_runs(stage.name, suite.PLANS[stage.name], run.seed)
+        config = {"threads": 1, "runs": [{k: r[k] for k in ("id", "env", "seeds", "env_seed", "budget", "hp")} for r in runs]}
+        HARNESS.run(run, stage, self.options, lambda workdir: config, static_guard=self.options.static_guard)
         reference = json.loads(REFERENCE_FILE.read_text())
         per_run = [score_run(r, load_checkpoint(run.workdir / f"ckpt_{r['id']}.npz", r), reference, stage.name, run.seed)
                    for r in runs]

@@ -1,6 +1,5 @@
-"""Runs inside the sandbox: a fixed PPO-style trainer whose policy loss is the candidate's objective.
-
-    python -I -B _dgm_harness.py CONFIG.json
+"""Runs inside the sandbox (started by ``_dgm_runtime.py``): a fixed PPO-style trainer whose policy
+loss is the candidate's objective.
 
 For every run in the config it trains a fresh actor-critic on one environment for a budget of
 environment steps (per seed, all seeds batched), then saves the final weights as
@@ -8,7 +7,6 @@ environment steps (per seed, all seeds batched), then saves the final weights as
 evaluator rolls the saved policies out itself. A non-finite loss or weight stops with exit code 3
 and a line starting ``diverged:``.
 """
-import json
 import sys
 import time
 
@@ -105,23 +103,15 @@ def train(run: dict, objective, core, torch, device: str) -> dict:
     return {k: p.detach().cpu().numpy().astype("float32") for k, p in params.items()}
 
 
-def main(config_path: str) -> int:
-    sys.path.insert(0, ".")
-    with open(config_path) as f:
-        config = json.load(f)
-    import importlib
-
+def main(config: dict) -> int:
     import numpy as np
-    import torch
 
-    torch.set_flush_denormal(True)
-    torch.set_num_threads(int(config.get("threads", 1)))
-    device = config.get("device", "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        device = "cpu"
-    core = importlib.import_module("_dgm_core")
+    import _dgm_core as core
+    from _dgm_runtime import import_entry, setup_torch
+
+    torch, device = setup_torch(config)
     entry = config["entry"]
-    module = importlib.import_module(entry[:-3] if entry.endswith(".py") else entry)
+    module = import_entry(entry)
     objective = getattr(module, "objective", None)
     if not callable(objective):
         fail(f"{entry} defines no function objective(ratio, advantage, log_ratio, entropy, lifetime_fraction)", 4)
@@ -131,7 +121,3 @@ def main(config_path: str) -> int:
         np.savez(f"ckpt_{run['id']}.npz", **weights)
     print(f"trained {len(config['runs'])} run(s) in {time.perf_counter() - t0:.2f} s on {device}", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))

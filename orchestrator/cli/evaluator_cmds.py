@@ -20,7 +20,8 @@ def evaluators() -> None:
 @evaluators.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(as_json: bool) -> None:
-    """Every installed evaluator; a broken plugin is listed with its fault instead of stopping the list."""
+    """Every installed evaluator; a broken plugin is listed with its fault instead of stopping the
+    list, and the exit status is then 1."""
     rows = []
     for name, ep in sorted(registry.entry_point_map().items()):
         try:
@@ -44,6 +45,10 @@ def list_cmd(as_json: bool) -> None:
         else:
             stages = " → ".join(s["name"] for s in r["stages"])
             click.echo(f"{r['name']:<16} stages {stages:<22} {r['task'][:70]}")
+    broken = [r["name"] for r in rows if "error" in r]
+    if broken:
+        click.echo(f"{len(broken)} evaluator(s) broken: {', '.join(broken)}", err=True)
+        sys.exit(1)
 
 
 @click.command("eval")
@@ -56,16 +61,25 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(name, agent_dir, stages, options, backend, trusted, seed, as_json) -> None:
-    """Evaluate the agent in AGENT_DIR once and print its metrics (exit 1 if invalid)."""
-    from evaluators.agent import load_manifest
+    """Evaluate the agent in AGENT_DIR once and print its metrics.
+
+    Exit 1 when any stage found the candidate invalid or the evaluator broke; a candidate stopped by
+    a gate is valid (exit 0) but has no score (``complete: false``).
+    """
+    from evaluators.agent import AgentManifestError, load_manifest
     from sandboxes.factory import make_sandbox
 
-    load_manifest(agent_dir)
-    evaluator = registry.create(name, dict(_option(o) for o in options))
+    try:
+        load_manifest(agent_dir)
+        evaluator = registry.create(name, dict(_option(o) for o in options))
+    except (AgentManifestError, registry.EvaluatorLoadError) as e:
+        raise click.ClickException(str(e)) from None
     result = evaluate(evaluator, agent_dir, make_sandbox(backend, trusted=trusted), seed=seed, stages=list(stages) or None)
+    gated = result.gated
     if as_json:
         click.echo(json.dumps({
-            "evaluator": name, "agent": str(agent_dir), "valid": result.first_stage_complete, "score": result.score,
+            "evaluator": name, "agent": str(agent_dir), "valid": result.valid, "complete": result.complete,
+            "gated": gated.stage if gated else None, "score": result.score,
             "public_metrics": result.public_metrics, "private_metrics": result.private_metrics,
             "stages": [s.to_record() for s in result.stages], "error": result.error, "feedback": result.feedback,
         }, indent=2))
@@ -74,11 +88,13 @@ def eval_cmd(name, agent_dir, stages, options, backend, trusted, seed, as_json) 
             verdict = "ok" if s.valid and s.passed_gate else ("gate" if s.valid else "INVALID")
             score = "-" if s.score is None else f"{s.score:.4f}"
             click.echo(f"{s.stage:<8} {verdict:<8} score {score:<8} {s.wall_s:6.2f}s  {s.public} private={s.private}")
+        click.echo(f"valid: {str(result.valid).lower()}  complete: {str(result.complete).lower()}  "
+                   f"score: {'-' if result.score is None else f'{result.score:.6g}'}")
         if result.error:
             click.echo(f"error: {result.error}")
-        elif result.feedback:
+        if result.feedback:  # every stage's words, later stages included
             click.echo(result.feedback)
-    sys.exit(0 if result.first_stage_complete and not result.evaluator_error else 1)
+    sys.exit(0 if result.valid else 1)
 
 
 def _option(text: str) -> tuple[str, object]:
