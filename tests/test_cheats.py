@@ -1,15 +1,21 @@
 """Known reward hacks, each tried by a candidate through the real pipeline and the default sandbox:
-every one is recorded invalid or scored honestly, never admitted with an inflated score."""
+every one is recorded invalid or scored honestly, never admitted with an inflated score.
+
+The candidates run against a COPY of the circle-packing evaluator in a temporary directory: even if
+the sandbox regressed, a candidate that writes to "the evaluator" could not corrupt the working tree.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from evaluators import registry
 from evaluators.circle_packing.evaluator import HERE as CP_DIR
 from evaluators.pipeline import evaluate
 from sandboxes.factory import make_sandbox
@@ -26,20 +32,37 @@ def agent(tmp_path: Path, code: str) -> Path:
     return d
 
 
-def run(tmp_path, code, **options):
-    evaluator = registry.create("circle_packing", {"timeout_s": 4, **options})
-    return evaluate(evaluator, agent(tmp_path, code), make_sandbox("auto"), seed=1)
+@pytest.fixture(scope="module")
+def evaluator_copy(tmp_path_factory) -> type:
+    """The circle-packing evaluator class, imported from a copy of its package."""
+    root = tmp_path_factory.mktemp("evaluator-copy") / "circle_packing"
+    shutil.copytree(CP_DIR, root, ignore=shutil.ignore_patterns("__pycache__"))
+    spec = importlib.util.spec_from_file_location("circle_packing_under_attack", root / "evaluator.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # inspect (the pipeline's fingerprint) finds the copy's file here
+    spec.loader.exec_module(module)
+    assert Path(module.__file__).parent == root and module.HERE == root
+    return module.CirclePackingEvaluator
+
+
+@pytest.fixture
+def run(evaluator_copy):
+    def run(tmp_path, code, **options):
+        evaluator = evaluator_copy(**{"timeout_s": 4, **options})
+        return evaluate(evaluator, agent(tmp_path, code), make_sandbox("auto"), seed=1)
+
+    return run
 
 
 SEED_BODY = (CP_DIR / "seed" / "packing.py").read_text()
 
 
-def test_nan_metric_is_invalid(tmp_path):
+def test_nan_metric_is_invalid(tmp_path, run):
     res = run(tmp_path, "import numpy as np\ndef construct_packing():\n    return np.zeros((26, 2)) + 0.5, np.full(26, np.nan)\n")
     assert not res.valid and "NaN" in res.error
 
 
-def test_self_reported_score_is_ignored(tmp_path):
+def test_self_reported_score_is_ignored(tmp_path, run):
     # the candidate writes its own result.json claiming huge radii, then exits before the harness
     code = SEED_BODY + (
         "\n_real = construct_packing\n"
@@ -53,16 +76,15 @@ def test_self_reported_score_is_ignored(tmp_path):
     assert not res.valid and "overlap" in res.error
 
 
-def test_honest_rescoring_of_a_reported_sum(tmp_path):
+def test_honest_rescoring_of_a_reported_sum(tmp_path, run):
     # returns the seed's geometry: whatever it prints or reports, the score is the recomputed sum
     code = SEED_BODY + "\nprint('sum_radii = 2.9  score = 1.1')\n"
     res = run(tmp_path, code)
     assert res.valid and res.public_metrics["sum_radii"] == pytest.approx(SEED_SUM)
 
 
-def test_evaluator_patching_fails_and_is_detected(tmp_path):
-    target = Path(registry.load_class("circle_packing").__module__.replace(".", "/") + ".py")
-    path = (Path(__file__).resolve().parents[1] / target).resolve()
+def test_evaluator_patching_fails_and_is_detected(tmp_path, run, evaluator_copy):
+    path = Path(sys.modules[evaluator_copy.__module__].__file__)  # the copy's evaluator.py
     code = SEED_BODY + (
         "\n_orig = construct_packing\n"
         "def construct_packing():\n"
@@ -77,7 +99,7 @@ def test_evaluator_patching_fails_and_is_detected(tmp_path):
     assert "No such file or directory" in res.error or "Read-only file system" in res.error
 
 
-def test_hidden_data_and_host_secrets_are_not_readable(tmp_path, monkeypatch):
+def test_hidden_data_and_host_secrets_are_not_readable(tmp_path, monkeypatch, run):
     secret_dir = tmp_path / "hidden"
     secret_dir.mkdir()
     (secret_dir / "labels.txt").write_text("the answers")
@@ -95,7 +117,7 @@ def test_hidden_data_and_host_secrets_are_not_readable(tmp_path, monkeypatch):
     assert res.valid, res.error
 
 
-def test_timeout_extension_by_detached_child_is_killed(tmp_path):
+def test_timeout_extension_by_detached_child_is_killed(tmp_path, run):
     # the candidate raises its own limits, ignores SIGTERM and leaves a detached child behind
     code = SEED_BODY + (
         "\n_orig = construct_packing\n"
@@ -118,7 +140,7 @@ def test_timeout_extension_by_detached_child_is_killed(tmp_path):
     assert survivors == []
 
 
-def test_symlinked_artifact_is_not_followed(tmp_path):
+def test_symlinked_artifact_is_not_followed(tmp_path, run):
     # a valid packing sits outside the sandbox; the candidate points result.json at it and exits
     hidden = tmp_path / "evaluator-side" / "answer.json"
     hidden.parent.mkdir()
@@ -136,7 +158,7 @@ def test_symlinked_artifact_is_not_followed(tmp_path):
     assert "link" in res.error.lower() or "symlink" in res.error.lower()
 
 
-def test_datasets_bundled_in_packages_are_hidden(tmp_path):
+def test_datasets_bundled_in_packages_are_hidden(tmp_path, run):
     # suites draw test splits from sklearn's bundled data; the venv is visible read-only in the sandbox
     import sklearn
 
