@@ -51,6 +51,12 @@ def test_plugin_is_listed_and_evaluates(plugin):
     assert 0 < out["public_metrics"]["mse"] and "heldout_mse" in out["private_metrics"]
 
 
+def test_plugin_options_are_validated_by_its_model(plugin):
+    src, env = plugin
+    res = dgm(env, "eval", "--evaluator", "curvefit", src / "src" / "dgm_curvefit" / "seed", "--option", "points=3")
+    assert res.returncode != 0 and "evaluator 'curvefit': option 'points' = 3: must be >= 16" in res.stderr
+
+
 def test_plugin_campaign_runs_without_touching_dgm(plugin, tmp_path):
     src, env = plugin
     with ScriptedFMServer([], default=Reply(f"Fit the curve.\n{BETTER}")) as srv:
