@@ -10,6 +10,7 @@ Exit codes of ``dgm sandbox exec``:
 121   killed: pids (process count) limit
 120   killed: file-size limit
 119   killed: output limit (stdout/stderr file grew past the file-size limit)
+118   disk quota of the work directory (writes failed with ENOSPC)
 125   the sandbox itself failed (missing backend, bad option): not the command's fault
 127   the command could not be started (not found)
 ====  =====================================================================
@@ -29,7 +30,7 @@ import click
 from .base import Limits, SandboxError, python_ro_paths
 
 LIMIT_EXIT_CODES = {"timeout": 124, "cpu": 123, "memory": 122, "pids": 121, "file_size": 120,
-                    "output": 119}
+                    "output": 119, "disk quota": 118}
 EXIT_SANDBOX_ERROR = 125
 EXIT_NOT_STARTED = 127
 
@@ -68,6 +69,10 @@ def sandbox() -> None:
 @click.option("--timeout", default=60.0, show_default=True, type=float, help="wall-clock seconds")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="writable work directory (default: a fresh temporary one, removed afterwards)")
+@click.option("--disk", default="4G", show_default=True,
+              help="disk quota of the work directory (e.g. 512M, 4G, none; root only: loop-mounted ext4)")
+@click.option("--inodes", default=200_000, show_default=True, type=int,
+              help="how many files and directories the work directory may hold")
 @click.option("--gpus", default=0, show_default=True, type=int, help="lease this many GPUs")
 @click.option("--env", "envs", multiple=True, metavar="K=V", help="environment variable (repeatable)")
 @click.option("--ro", "ro", multiple=True, type=click.Path(exists=True, path_type=Path),
@@ -76,8 +81,8 @@ def sandbox() -> None:
 @click.option("--output-bytes", default=1_000_000, show_default=True, type=int,
               help="keep the last N bytes of stdout and of stderr")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_cmd(backend, trusted, memory, pids, cpu_seconds, cpus, file_size, timeout, workdir, gpus,
-             envs, ro, no_python, output_bytes, cmd) -> None:
+def exec_cmd(backend, trusted, memory, pids, cpu_seconds, cpus, file_size, timeout, workdir, disk,
+             inodes, gpus, envs, ro, no_python, output_bytes, cmd) -> None:
     """Run CMD in a sandbox and exit with its exit code (see the module doc for limit codes).
 
     Example: dgm sandbox exec --memory 256M --timeout 5 -- python3 -c 'print(1)'
@@ -94,12 +99,16 @@ def exec_cmd(backend, trusted, memory, pids, cpu_seconds, cpus, file_size, timeo
         limits = Limits(wall_s=timeout, cpu_s=int(cpu_seconds) if _opt_num(cpu_seconds) else None,
                         memory_mb=parse_size_mb(memory), pids=pids or None,
                         file_mb=parse_size_mb(file_size), output_bytes=output_bytes, cpus=_opt_num(cpus))
+        disk_mb = parse_size_mb(disk)
+        quota_opts = {"disk": disk_mb * 2**20 if disk_mb else None, "inodes": inodes or None}
+        if backend == "process" and disk == "4G":  # trusted runs: no quota unless asked for
+            quota_opts = {}
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     tmp = None
     lease = None
     try:
-        sb = make_sandbox(backend, trusted=trusted)
+        sb = make_sandbox(backend, trusted=trusted, **quota_opts)
         if workdir is None:
             tmp = tempfile.mkdtemp(prefix="dgm-sandbox-exec-")
             workdir = Path(tmp)
@@ -121,13 +130,23 @@ def exec_cmd(backend, trusted, memory, pids, cpu_seconds, cpus, file_size, timeo
     finally:
         if lease is not None:
             lease.release()
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if tmp:  # any depth, never recursing; releases the quota mount too
+            from .fs import remove_tree
+
+            try:
+                remove_tree(tmp)
+            except OSError as e:
+                click.echo(f"dgm sandbox: could not remove the work directory {tmp}: {e}", err=True)
+        elif workdir is not None:  # the caller's directory: its files stay, the quota mount goes
+            from . import quota
+
+            quota.release(workdir, keep=True)
     sys.stdout.write(result.stdout)
     sys.stdout.flush()
     sys.stderr.write(result.stderr)
     if result.limit_hit:
         limit_values = {"memory": f"{limits.memory_mb} MB", "cpu": f"{limits.cpu_s} CPU-s",
+                        "disk quota": f"{disk}, {inodes} files",
                         "pids": f"{limits.pids} processes", "file_size": f"{limits.file_mb} MB",
                         "output": f"{limits.file_mb} MB"}
         value = limit_values.get(result.limit_hit)

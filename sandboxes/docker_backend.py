@@ -16,6 +16,20 @@ plus python3 (needs the Debian mirror, ~2 min, ~200 MB). Either way the result i
 
 Logs: the json-file driver with rotation keeps only the last ~``output_bytes`` of output on disk,
 so a candidate cannot fill the host's disk through stdout.
+
+The guard the candidate cannot stop: the container starts as root with only CAP_KILL, CAP_SETUID,
+CAP_SETGID and CAP_SETPCAP; ``docker-init`` (pid 1) and ``timeout -s KILL <wall + grace>`` run as
+that root, and ``setpriv`` drops the candidate to its pool uid with no capabilities, an empty
+bounding set and ``no-new-privileges`` before it execs. A process may only signal processes of its
+own uid (without CAP_KILL), so ``kill(-1, SIGSTOP)`` from the candidate cannot reach them. Behind
+that, the container carries its deadline (label ``dgm.sandbox.deadline``), and a host-side
+watchdog (``_docker_watchdog.py``, its own session, so it outlives dgm) removes any container past
+it; every new DockerSandbox also reaps expired ones when it starts.
+
+CPU seconds are the container cgroup's (``cpuacct.usage`` / ``cpu.stat``), polled every 50 ms while
+the run waits, as on bwrap: a run whose processes together pass ``cpu_s`` is killed (``cpu``).
+Each run also gets a uid of its own from the pool (:mod:`sandboxes.uids`) and, as root, a disk and
+inode quota on its work directory (:mod:`sandboxes.quota`).
 """
 
 from __future__ import annotations
@@ -31,10 +45,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from . import _runner
+from . import _runner, quota, uids
 from ._cgroups import owner_tag
 from .base import (
     LIMIT_CPU,
+    LIMIT_DISK,
     LIMIT_FILE_SIZE,
     LIMIT_MEMORY,
     LIMIT_PIDS,
@@ -49,6 +64,13 @@ log = logging.getLogger(__name__)
 
 IMAGE = "dgm-sandbox:bookworm"
 LABEL = "dgm.sandbox"
+DEADLINE_LABEL = f"{LABEL}.deadline"  # Unix time after which the container must not exist
+GUARD_GRACE_S = 30.0
+WATCHDOG_LOCK = "/var/tmp/dgm-docker-watchdog.lock"
+WATCHDOG_IDLE_S = 60.0
+_WATCHDOG = str(Path(__file__).with_name("_docker_watchdog.py"))
+_GUARD_CAPS = ["KILL", "SETUID", "SETGID", "SETPCAP"]
+_SETPRIV_DROP = ["--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
 DOCKERD_LOG = "/var/log/dgm-dockerd.log"
 INSTALL_HINT = ("install and start docker: apt-get install -y docker.io, then start the daemon "
                 "(as root: `dockerd &`, or `dgm sandbox build-image` which starts it)")
@@ -208,18 +230,82 @@ def _cgroup_counter(controller: str, container_id: str, file: str, key: str) -> 
     return 0
 
 
+def _cgroup_cpu_file(container_id: str) -> Path | None:
+    """The file holding the container's total CPU time (v1 cpuacct.usage in ns, v2 cpu.stat)."""
+    for f in (f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage",
+              f"/sys/fs/cgroup/cpu,cpuacct/docker/{container_id}/cpuacct.usage",
+              f"/sys/fs/cgroup/cpuacct/system.slice/docker-{container_id}.scope/cpuacct.usage",
+              f"/sys/fs/cgroup/docker/{container_id}/cpu.stat",
+              f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cpu.stat"):
+        if os.path.exists(f):
+            return Path(f)
+    return None
+
+
+def _cpu_seconds(f: Path | None) -> float | None:
+    if f is None:
+        return None
+    try:
+        text = f.read_text()
+    except OSError:
+        return None
+    if f.name == "cpuacct.usage":
+        return int(text) / 1e9
+    for line in text.splitlines():
+        if line.startswith("usage_usec "):
+            return int(line.split()[1]) / 1e6
+    return None
+
+
+def ensure_watchdog(idle_s: float = WATCHDOG_IDLE_S) -> bool:
+    """Start the host-side deadline watchdog unless one runs (~20 us when it does). True if started.
+
+    It runs in its own session, not tied to dgm: if dgm is SIGKILLed it still removes the
+    containers at their deadline. Call after creating a labelled container (see the watchdog's
+    module doc for why that order leaves no gap).
+    """
+    import fcntl
+
+    fd = os.open(WATCHDOG_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # the watchdog takes the lock itself
+    import sys
+
+    subprocess.Popen([sys.executable, "-I", "-S", _WATCHDOG, WATCHDOG_LOCK, str(idle_s)],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True, cwd="/", env={"PATH": _DAEMON_PATH})
+    return True
+
+
 class DockerSandbox(Sandbox):
-    """Docker backend. Options: ``image`` (built on first use if missing), ``user``,
-    ``runtime`` (e.g. ``runsc`` for gVisor), ``tmp_mb``, ``build_method``."""
+    """Docker backend. Options: ``image`` (built on first use if missing), ``user`` (``"pool"``,
+    the default: a uid per run from ``uid_pool``; or a fixed ``"uid:gid"``), ``runtime`` (e.g.
+    ``runsc`` for gVisor), ``tmp_mb``, ``build_method``, ``disk``/``inodes`` (the work directory's
+    quota, as for bwrap; ``disk=None`` turns it off), ``guard_grace_s`` (how long after the wall
+    clock the in-container guard and the host watchdog kill a container nobody collected)."""
 
     name = "docker"
     isolated = True
 
-    def __init__(self, *, image: str = IMAGE, user: str = "65534:65534", runtime: str | None = None,
-                 tmp_mb: int = 512, build_method: str = "auto", client=None) -> None:
+    def __init__(self, *, image: str = IMAGE, user: str = "pool", runtime: str | None = None,
+                 tmp_mb: int = 512, build_method: str = "auto", client=None,
+                 uid_pool: tuple[int, int] = (uids.DEFAULT_BASE, uids.DEFAULT_SIZE),
+                 disk: int | None = quota.DEFAULT_DISK, inodes: int | None = quota.DEFAULT_INODES,
+                 guard_grace_s: float = GUARD_GRACE_S) -> None:
         self.client = client or ensure_dockerd()
         self.image = image
-        self.user = user
+        self.pool = uids.pool(*uid_pool) if user == "pool" else None
+        self.user = user if user != "pool" else f"{uid_pool[0]}:{uid_pool[0]}"
+        self.guard_grace_s = guard_grace_s
+        self.disk, self.inodes = disk, (inodes or quota.DEFAULT_INODES)
+        if disk is not None and (reason := quota.unavailable_reason()):
+            log.warning("no disk quota for sandbox work directories: %s", reason)
+            self.disk = None
+        self._waiter = ThreadPoolExecutor(max_workers=64, thread_name_prefix="dgm-docker-wait")
         self.runtime = runtime
         self.tmp_mb = tmp_mb
         self.instance = uuid.uuid4().hex[:12]  # label value: close() removes only our containers
@@ -227,6 +313,20 @@ class DockerSandbox(Sandbox):
         self._remover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgm-docker-rm")
         build_image(image, method=build_method, client=self.client)
         self.sweep_dead_owners()
+        self.reap_expired()
+
+    def reap_expired(self) -> int:
+        """Remove every dgm sandbox container past its deadline (label ``dgm.sandbox.deadline``)."""
+        removed = 0
+        now = time.time()
+        for c in self.client.containers.list(all=True, filters={"label": DEADLINE_LABEL}):
+            try:
+                if float(c.labels.get(DEADLINE_LABEL, "inf")) < now:
+                    c.remove(force=True)
+                    removed += 1
+            except Exception as e:  # another dgm or the watchdog may be removing it too
+                log.debug("could not remove expired container %s: %s", c.name, e)
+        return removed
 
     def sweep_dead_owners(self) -> int:
         """Remove sandbox containers whose orchestrator process died (labelled with its owner tag)."""
@@ -256,10 +356,17 @@ class DockerSandbox(Sandbox):
     def unavailable_reason(cls) -> str | None:
         return None if cls.available() else INSTALL_HINT
 
-    def _create_kwargs(self, argv, wd, env, limits: Limits, ro_paths, gpu, hide=()) -> dict:
+    def _create_kwargs(self, argv, wd, env, limits: Limits, ro_paths, gpu, hide=(), uid=None) -> dict:
         from docker.types import DeviceRequest, LogConfig, Ulimit
 
         volumes = {wd: {"bind": wd, "mode": "rw"}}
+        if self.pool is not None:  # name the pool's uids (getpwuid, getpass.getuser())
+            from .bwrap import ETC_ENTRIES, etc_snapshot
+
+            etc = etc_snapshot(ETC_ENTRIES, *self.pool.passwd_lines())
+            for name in ("passwd", "group"):
+                if (etc / name).is_file():
+                    volumes[str(etc / name)] = {"bind": f"/etc/{name}", "mode": "ro"}
         for rp in ro_paths:
             p = os.path.abspath(str(rp))
             if p == "/":
@@ -275,16 +382,24 @@ class DockerSandbox(Sandbox):
             ulimits.append(Ulimit(name="fsize", soft=b, hard=b))
         log_kb = max(16, limits.output_bytes * 2 // 1024)
         # Safety net if the orchestrator dies mid-run (nobody left to kill the container):
-        # coreutils `timeout` inside ends it a little after the wall-clock limit.
-        guard = ["timeout", "-s", "KILL", str(int(limits.wall_s) + 30)]
+        # `timeout` inside, as root (the candidate cannot signal it), ends it a little after the
+        # wall-clock limit; setpriv drops the candidate to its uid. The host watchdog is behind it.
+        u, _, g = self.user.partition(":")
+        u = str(uid) if uid is not None else u
+        g = str(uid) if uid is not None else (g or u)
+        guard = ["timeout", "-s", "KILL", str(int(limits.wall_s + self.guard_grace_s)),
+                 "setpriv", f"--reuid={u}", f"--regid={g}", *_SETPRIV_DROP, "--"]
         kw = dict(
-            image=self.image, command=guard + list(argv), working_dir=wd, user=self.user,
+            image=self.image, command=guard + list(argv), working_dir=wd, user="0:0",
             environment=dict(env), network_mode="none", read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.tmp_mb}m,mode=1777",
                    "/dev/shm": f"rw,nosuid,nodev,size={self.tmp_mb}m,mode=1777"},
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], init=True,
+            cap_drop=["ALL"], cap_add=list(_GUARD_CAPS), security_opt=["no-new-privileges"], init=True,
             hostname="sandbox", volumes=volumes, ulimits=ulimits, detach=True,
-            labels={LABEL: self.instance, f"{LABEL}.owner": owner_tag()}, stdin_open=False, tty=False,
+            labels={LABEL: self.instance, f"{LABEL}.owner": owner_tag(),
+                    # + 5 s for creating and starting it
+                    DEADLINE_LABEL: f"{time.time() + limits.wall_s + self.guard_grace_s + 5:.3f}"},
+            stdin_open=False, tty=False,
             log_config=LogConfig(type="json-file", config={"max-size": f"{log_kb}k", "max-file": "2"}),
         )
         for hp in hide:  # bundled datasets etc.: an empty read-only tmpfs over a visible directory
@@ -323,15 +438,30 @@ class DockerSandbox(Sandbox):
         wd = _runner.fresh_workdir(workdir)
         argv = _runner.check_argv(argv)
         child_env = _runner.child_env(env, gpu.env if gpu is not None else None)
-        uid, _, gid = self.user.partition(":")
-        if uid.isdigit() and os.geteuid() == 0:
-            _runner.grant_workdir(wd, int(uid), int(gid or uid))
-        kw = self._create_kwargs(argv, wd, child_env, limits, ro_paths, gpu, hide)
-        kw["name"] = f"dgm-sbx-{uuid.uuid4().hex[:12]}"
+        lease = qm = None
         container = None
         try:
+            if self.disk is not None:
+                try:
+                    qm = quota.attach(wd, self.disk, self.inodes)
+                except quota.QuotaExceeded as e:
+                    r = RunResult(None, "", str(e), 0.0, LIMIT_DISK, self.name, time.monotonic() - t0)
+                    r.extra.update(disk_quota_mb=round(self.disk / 2**20), inode_quota=self.inodes)
+                    return r
+            if self.pool is not None:
+                lease = self.pool.lease()
+                self.pool.clear_keys(lease.uid)
+                uid, gid = lease.uid, lease.gid
+            else:
+                u, _, g = self.user.partition(":")
+                uid, gid = (int(u), int(g or u)) if u.isdigit() else (None, None)
+            if uid is not None and os.geteuid() == 0:
+                _runner.grant_workdir(wd, uid, gid)
+            kw = self._create_kwargs(argv, wd, child_env, limits, ro_paths, gpu, hide, uid=uid)
+            kw["name"] = f"dgm-sbx-{uuid.uuid4().hex[:12]}"
             try:
                 container = self.client.containers.create(**kw)
+                ensure_watchdog()  # after the labelled container exists (see _docker_watchdog)
                 container.start()
             except docker.errors.APIError as e:
                 msg = str(e)
@@ -340,29 +470,19 @@ class DockerSandbox(Sandbox):
                                      time.monotonic() - t0, None, self.name, time.monotonic() - t0)
                 raise SandboxError(f"docker could not start the container: {e}") from e
             started = time.monotonic()
-            timed_out = False
-            try:
-                status = container.wait(timeout=max(0.001, limits.wall_s))
-                rc = int(status.get("StatusCode", -1))
-            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-                timed_out = True
-                try:
-                    container.kill()
-                except docker.errors.APIError:
-                    pass
-                rc = int(container.wait(timeout=30).get("StatusCode", -1))
+            rc, timed_out, cpu_killed, cpu_used, pids_seen = self._wait(container, limits, started)
             wall = time.monotonic() - started
             state = self.client.api.inspect_container(container.id)["State"]
             out = container.logs(stdout=True, stderr=False)[-limits.output_bytes:]
             err = container.logs(stdout=False, stderr=True)[-limits.output_bytes:]
             stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-            pids_refused = _cgroup_counter("pids", container.id, "pids.events", "max")
+            pids_refused = max(pids_seen, _cgroup_counter("pids", container.id, "pids.events", "max"))
             oom = bool(state.get("OOMKilled"))
             limit = None
             sig = rc - 128 if rc > 128 else None
             if oom:
                 limit = LIMIT_MEMORY
-            elif sig == 24 and limits.cpu_s is not None:  # SIGXCPU
+            elif cpu_killed or (sig == 24 and limits.cpu_s is not None):  # SIGXCPU
                 limit = LIMIT_CPU
             elif (sig == 25 or (rc != 0 and any(m in stderr[-4000:] for m in _runner._EFBIG_MARKERS))) \
                     and limits.file_mb is not None:
@@ -371,18 +491,68 @@ class DockerSandbox(Sandbox):
                 limit = LIMIT_PIDS if pids_refused else LIMIT_TIMEOUT
             elif rc != 0 and limits.pids is not None and (
                     pids_refused or any(m in stderr[-4000:] for m in _runner._PIDS_MARKERS)):
-                # The container's cgroup is gone once it exits, so its pids.events is usually
-                # unreadable by now: fall back to what fork failures print.
+                # The container's cgroup is gone once it exits: pids.events was read while it ran,
+                # and what fork failures print is the fallback.
                 limit = LIMIT_PIDS
             elif rc != 0 and limits.memory_mb is not None and any(
                     m in stderr[-4000:] for m in _runner._MEMORY_MARKERS):
                 limit = LIMIT_MEMORY
-            return RunResult(rc, stdout, stderr, wall, limit, self.name, started - t0,
-                             {"container": container.name, "oom_killed": oom,
-                              "pids_refused": pids_refused, "image": self.image})
+            r = RunResult(rc, stdout, stderr, wall, limit, self.name, started - t0,
+                          {"container": container.name, "oom_killed": oom, "uid": uid,
+                           "pids_refused": pids_refused, "image": self.image,
+                           "cpu_s": round(cpu_used, 3) if cpu_used is not None else None})
+            return _runner.disk_verdict(r, qm)
         finally:
             if container is not None:
                 self._remover.submit(self._remove, container)  # force-removal kills it if needed
+            if lease is not None:
+                lease.release()
+            if qm is not None:
+                quota.done(qm)
+
+    def _wait(self, container, limits: Limits, started: float):
+        """Wait for the container to exit, its wall clock, or its cgroup's CPU seconds passing
+        ``limits.cpu_s`` (polled every 50 ms: RLIMIT_CPU alone is per process).
+        Returns (exit code, timed out, CPU-killed, CPU seconds or None, pids refused)."""
+        import docker
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        deadline = started + limits.wall_s
+        fut = self._waiter.submit(container.wait, timeout=limits.wall_s + 5)
+        cpu_file = None
+        cpu_used = None
+        pids_refused = 0
+        timed_out = cpu_killed = False
+        status = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            try:
+                status = fut.result(timeout=min(remaining, _runner.POLL_S))
+                break
+            except FutureTimeout:
+                pass
+            except Exception:  # the wait request itself timed out or broke: treat as the clock
+                timed_out = time.monotonic() >= deadline - 0.5
+                break
+            if cpu_file is None:
+                cpu_file = _cgroup_cpu_file(container.id)
+            used = _cpu_seconds(cpu_file)
+            if used is not None:
+                cpu_used = used
+                pids_refused = max(pids_refused, _cgroup_counter("pids", container.id, "pids.events", "max"))
+                if limits.cpu_s is not None and used > limits.cpu_s:
+                    cpu_killed = True
+                    break
+        if status is None:
+            try:
+                container.kill()
+            except docker.errors.APIError:
+                pass
+            status = container.wait(timeout=30)
+        return int(status.get("StatusCode", -1)), timed_out, cpu_killed, cpu_used, pids_refused
 
     @staticmethod
     def _remove(container) -> None:

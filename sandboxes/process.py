@@ -13,8 +13,12 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from . import _runner
-from .base import Limits, RunResult, Sandbox
+import logging
+
+from . import _runner, quota
+from .base import LIMIT_DISK, Limits, RunResult, Sandbox
+
+log = logging.getLogger(__name__)
 
 
 class ProcessSandbox(Sandbox):
@@ -28,9 +32,15 @@ class ProcessSandbox(Sandbox):
     name = "process"
     isolated = False
 
-    def __init__(self, *, cgroups: bool | None = None, capture_dir: str | None = None) -> None:
+    def __init__(self, *, cgroups: bool | None = None, capture_dir: str | None = None,
+                 disk: int | None = None, inodes: int | None = None) -> None:
         self.cgroups = cgroups
         self.capture_dir = capture_dir
+        # off by default (trusted code); as root a quota mount works here as for bwrap
+        self.disk, self.inodes = disk, (inodes or quota.DEFAULT_INODES)
+        if disk is not None and (reason := quota.unavailable_reason()):
+            log.warning("no disk quota for the work directory: %s", reason)
+            self.disk = None
 
     def run(
         self,
@@ -47,6 +57,17 @@ class ProcessSandbox(Sandbox):
         cwd = _runner.fresh_workdir(workdir)
         argv = _runner.check_argv(argv)
         child_env = _runner.child_env(env, gpu.env if gpu is not None else None)
-        spawn = _runner.Spawn(argv=argv, cwd=cwd, env=child_env, pdeathsig=True)
-        return _runner.execute(spawn, limits, backend=self.name, t0=t0, use_cgroups=self.cgroups,
-                               capture_dir=self.capture_dir)
+        qm = None
+        if self.disk is not None:
+            try:
+                qm = quota.attach(cwd, self.disk, self.inodes)
+            except quota.QuotaExceeded as e:
+                return RunResult(None, "", str(e), 0.0, LIMIT_DISK, self.name, time.monotonic() - t0)
+        try:
+            spawn = _runner.Spawn(argv=argv, cwd=cwd, env=child_env, pdeathsig=True)
+            r = _runner.execute(spawn, limits, backend=self.name, t0=t0, use_cgroups=self.cgroups,
+                                capture_dir=self.capture_dir)
+            return _runner.disk_verdict(r, qm)
+        finally:
+            if qm is not None:
+                quota.done(qm)

@@ -250,12 +250,24 @@ def _release_idle_empty() -> None:
             _release_locked(path)
 
 
-def _release_locked(workdir: str) -> bool:
+def _release_locked(workdir: str, keep: bool = False) -> bool:
+    from . import fs
+
     qm = _mounts.pop(workdir, None)
     if qm is None:
         return False
+    aside = None
+    if keep and os.path.ismount(workdir) and os.listdir(workdir):
+        # copy the contents off the quota fs next to the directory, then back in place of it
+        aside = f"{workdir}.dgm-keep-{uuid.uuid4().hex[:8]}"
+        os.mkdir(aside, 0o700)
+        fs.copy_tree(workdir, aside)
     if os.path.ismount(workdir):
         _umount(workdir)
+    if aside is not None:
+        for name in os.listdir(aside):  # same file system: renames
+            os.rename(os.path.join(aside, name), os.path.join(workdir, name))
+        os.rmdir(aside)
     if qm.image != Path():
         try:
             qm.image.unlink()
@@ -264,12 +276,13 @@ def _release_locked(workdir: str) -> bool:
     return True
 
 
-def release(workdir: str | os.PathLike) -> bool:
-    """Unmount the quota file system on ``workdir`` (its contents go with it) and delete its
-    image; the loop device detaches itself. False if ``workdir`` had none of ours."""
+def release(workdir: str | os.PathLike, keep: bool = False) -> bool:
+    """Unmount the quota file system on ``workdir`` and delete its image; the loop device
+    detaches itself. Its contents go with it, unless ``keep``: then they are copied back into the
+    plain directory first. False if ``workdir`` had none of ours."""
     workdir = os.path.abspath(workdir)
     with _lock:
-        return _release_locked(workdir)
+        return _release_locked(workdir, keep)
 
 
 def mounted() -> list[str]:
@@ -359,7 +372,7 @@ def _at_exit() -> None:
         _spares.clear()
         for path in list(_mounts):
             try:
-                _release_locked(path)
+                _release_locked(path, keep=True)  # a caller's directory keeps its files
             except OSError:
                 pass
 
