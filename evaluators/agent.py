@@ -5,7 +5,7 @@
 name = "circle-seed"
 entry = "packing.py"            # the module the evaluator's harness imports
 editable = ["packing.py"]       # files a mutation may change (relative paths)
-self_improve = "improve.py"     # optional: the agent produces its own child (Gödel step)
+self_improve = "improve.py"     # optional: its own improver, run by the `self` operator to write its child
 ```
 """
 
@@ -83,7 +83,7 @@ def parse_manifest(text: str, present: set[str] | dict, *, source: str = MANIFES
         manifest = AgentManifest(**data["agent"])
     except ValidationError as e:
         raise AgentManifestError(f"{source}: {_describe(e)}") from None
-    for rel in [manifest.entry, *manifest.editable]:
+    for rel in [manifest.entry, *manifest.editable, *filter(None, [manifest.self_improve])]:
         if rel not in present:
             raise AgentManifestError(f"{source}: [agent] names {rel!r}, which is not a file of the agent")
     return manifest

@@ -44,9 +44,6 @@ class AgentFiles:
         except (AgentManifestError, ValueError):
             return None
 
-    def manifest(self, node_id: int) -> bytes | None:
-        return self.tree(node_id).get(MANIFEST)
-
     def remember(self, node_id: int, tree: dict[str, bytes], texts: dict[str, str] | None) -> None:
         """A tree the loop just wrote: no need to read it back."""
         self._trees[node_id] = tree

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from archive import Archive, Node, NodeStatus
-from evaluators.agent import MANIFEST, AgentManifestError, load_manifest
+from evaluators.agent import AgentManifestError, load_manifest
 from evaluators.pipeline import EvaluationResult
 from orchestrator import selection
 from orchestrator.agent_files import AgentFiles, editable_texts
@@ -104,9 +104,10 @@ class Campaign:
         self.stats = Stats()
         self.ledger = Ledger()
         self.files = AgentFiles()
-        self.memory = ProgramMemory(self.files.manifest)
+        self.memory = ProgramMemory()
         self.context = ContextBuilder(
-            self.evaluator.task, [*self.evaluator.ideas, *cfg.mutation.ideas], cfg.mutation, self.ledger, self.files.texts
+            self.evaluator.task, [*self.evaluator.ideas, *cfg.mutation.ideas], cfg.mutation, self.ledger,
+            self.files.texts, self.files.tree,
         )
         self.archive: Archive | None = None
         self.prior_wall_s = 0.0  # wall-clock of earlier runs of this campaign (resumes)
@@ -204,7 +205,7 @@ class Campaign:
     def _record(self, node: Node) -> Node:
         """Every node written or read back goes through here: the ledger, then the observers."""
         self.ledger.record(node)
-        event = NodeEvent(node, self.ledger.get(node.parent_id), self.files.texts_or_none)
+        event = NodeEvent(node, self.ledger.get(node.parent_id), self.files.texts_or_none, self.files.tree)
         self.memory.observe(event)
         for op in self.operators.values():
             op.observe(event)
@@ -243,7 +244,10 @@ class Campaign:
         name, parent = self._draw()
         op = self.operators[name]
         ctx = self.context.build(parent, self.rng)
-        sampling = Sampling(self.cfg.fm.sample_temperature(self.rng), self.rng.randrange(2**31), self.cfg.fm.max_tokens)
+        sampling = Sampling(
+            self.cfg.fm.sample_temperature(self.rng), self.rng.randrange(2**31), self.cfg.fm.max_tokens,
+            tokens_left=None if self.cfg.budget.max_tokens is None else self.cfg.budget.max_tokens - self.ledger.usage.tokens,
+        )
         self.stats.started += 1
         if op.calls_fm:
             fut = pool.submit(_timed, op.propose, ctx, self.fm, sampling)
@@ -299,7 +303,8 @@ class Campaign:
             response=proposal.response, prompt_tokens=getattr(c, "prompt_tokens", 0),
             completion_tokens=getattr(c, "completion_tokens", 0), cost_usd=getattr(c, "cost_usd", 0.0),
         )
-        timings = {"select_s": pending.select_s, "propose_s": propose_s, "fm_s": getattr(c, "latency_s", 0.0)}
+        timings = {"select_s": pending.select_s, "propose_s": propose_s, "fm_s": getattr(c, "latency_s", 0.0),
+                   "fm_calls": float(getattr(c, "calls", 1) if c is not None else 0)}
         tree, texts = self._child_tree(parent_id, proposal)
         if not proposal.valid:
             node = self._record(self.archive.add_node(
@@ -323,12 +328,15 @@ class Campaign:
         evaluated (or has in flight) is made invalid, so no evaluation is spent on it."""
         if not proposal.valid:
             return None, None
-        tree = {**self.files.tree(parent_id), **{p: t.encode() for p, t in proposal.files.items()}}
+        if proposal.tree is not None:  # the operator wrote the whole tree (the agent's own improver)
+            tree = proposal.tree
+        else:
+            tree = {**self.files.tree(parent_id), **{p: t.encode() for p, t in proposal.files.items()}}
+        twin = self.memory.duplicate_of(tree)
         try:
             texts = editable_texts(tree, f"node {parent_id}'s child")
         except AgentManifestError:  # a broken agent.toml: the evaluation will say so
-            return tree, None
-        twin = self.memory.duplicate_of(texts, tree.get(MANIFEST))
+            texts = None
         if twin is not None:
             proposal.files, proposal.error = None, f"the proposal is the same program as node {twin}, already evaluated"
             return None, None

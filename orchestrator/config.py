@@ -32,6 +32,16 @@ class EvaluatorSection(_Section):
     stages: list[str] | None = None  # run only these stages (default: all)
 
 
+class ImproverLimits(_Section):
+    """Limits on one run of an agent's own improver (the ``self`` operator)."""
+
+    wall_s: float = Field(900, gt=0, description="wall-clock seconds per attempt")
+    cpu_s: int = Field(900, gt=0, description="CPU seconds per attempt, the whole sandbox")
+    memory_mb: int = Field(2048, gt=0)
+    calls: int = Field(6, gt=0, description="FM calls per attempt; further calls are refused (HTTP 429)")
+    tokens: int = Field(30_000, gt=0, description="FM tokens per attempt; calls beyond are refused")
+
+
 class MutationSection(_Section):
     operators: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_WEIGHTS)
@@ -41,6 +51,7 @@ class MutationSection(_Section):
     # one idea per prompt, drawn from the evaluator's ideas plus these, with this probability
     ideas: list[str] = Field(default_factory=list)
     idea_share: float = Field(0.5, ge=0, le=1)
+    improver: ImproverLimits = Field(default_factory=ImproverLimits)
 
     @field_validator("operators")
     @classmethod

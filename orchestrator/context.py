@@ -22,13 +22,15 @@ class ContextBuilder:
         mutation: MutationSection,
         ledger: Ledger,
         texts_of: Callable[[int], dict[str, str]],
+        tree_of: Callable[[int], dict[str, bytes]],
     ) -> None:
         self.task, self.ideas, self.mutation = task, ideas, mutation
-        self.ledger, self.texts_of = ledger, texts_of
+        self.ledger, self.texts_of, self.tree_of = ledger, texts_of, tree_of
 
     def build(self, parent: Node, rng: random.Random) -> ProposalContext:
         texts = self.texts_of(parent.id)
         editable = list(texts)
+        failures = self.failures(parent.id)
         return ProposalContext(
             task=self.task,
             parent_id=parent.id,
@@ -42,8 +44,10 @@ class ContextBuilder:
                 Exemplar(n.id, n.score, dict(n.public_metrics), n.final_feedback)
                 for n in self.ledger.top(self.mutation.exemplars, excluding=parent.id)
             ],
-            failures=self.failures(parent.id),
+            failures=failures,
             idea=self._idea(rng),
+            tree=self.tree_of(parent.id),
+            record=public_record(parent, self.task, failures),
         )
 
     def failures(self, parent_id: int) -> list[str]:
@@ -62,3 +66,17 @@ class ContextBuilder:
         if self.ideas and rng.random() < self.mutation.idea_share:
             return rng.choice(self.ideas)
         return ""
+
+
+def public_record(node: Node, task: str, failures: list[str]) -> dict:
+    """What an agent's own improver may read of its evaluation: the task, the score, public metrics
+    and feedback per stage, and its recent failed children. Private metrics are left out here, by
+    name, so nothing added to a stage record later leaks by default."""
+    stages = [
+        {k: s.get(k) for k in ("stage", "valid", "passed_gate", "score", "public", "feedback", "error")}
+        for s in node.stages
+    ]
+    return {
+        "task": task, "node": node.id, "score": node.score, "public_metrics": dict(node.public_metrics),
+        "feedback": node.feedback, "stages": stages, "failed_children": failures,
+    }

@@ -21,6 +21,7 @@ class NodeEvent:
     node: Node
     parent: Node | None
     texts_of: TextsOf
+    tree_of: Callable[[int], dict[str, bytes]]
 
     @property
     def sent_for_evaluation(self) -> bool:
@@ -38,6 +39,11 @@ class NodeEvent:
     def texts(self) -> dict[str, str] | None:
         """The node's editable files (read on first use: most observers never need them)."""
         return self.texts_of(self.node.id)
+
+    @cached_property
+    def tree(self) -> dict[str, bytes]:
+        """Every file of the node's agent."""
+        return self.tree_of(self.node.id)
 
     @cached_property
     def parent_texts(self) -> dict[str, str] | None:

@@ -37,7 +37,7 @@ class OperatorYield:
 
 @dataclass
 class UsageTotals:
-    fm_calls: int = 0  # child attempts that called a model (refine's nudges call none)
+    fm_calls: int = 0  # model calls of child attempts (refine's nudges make none, an improver run several)
     tokens: int = 0
     cost_usd: float = 0.0
 
@@ -47,7 +47,7 @@ class _Share:
     """One node's contribution to the ledger's totals: subtracted when the node is updated."""
 
     status: NodeStatus
-    fm_call: int
+    fm_call: int  # model calls it made
     tokens: int
     cost_usd: float
     admitted_child_of: int | None
@@ -101,7 +101,8 @@ class Ledger:
                 y.better_than_seed = int(seed is not None and seed.score is not None and node.score > seed.score)
         return _Share(
             status=node.status,
-            fm_call=int(child and bool(node.fm_model)),
+            # an improver run may call the model several times (timings["fm_calls"]); one otherwise
+            fm_call=int(node.timings.get("fm_calls", 1)) if child and node.fm_model else 0,
             tokens=node.prompt_tokens + node.completion_tokens,
             cost_usd=node.cost_usd,
             admitted_child_of=node.parent_id if child and node.status == NodeStatus.ADMITTED else None,

@@ -6,9 +6,6 @@ evaluation. Rebuilt from the nodes on resume; the loop feeds it every node as it
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
-
-from evaluators.agent import MANIFEST
 from orchestrator.events import NodeEvent
 
 
@@ -20,24 +17,25 @@ def program_digest(files: dict[str, str]) -> str:
     return h.hexdigest()[:16]
 
 
+def tree_digest(tree: dict[str, bytes]) -> str:
+    """A digest of an agent's whole tree: its program, its manifest and its improver."""
+    h = hashlib.sha256()
+    for path in sorted(tree):
+        h.update(path.encode() + b"\0" + hashlib.sha256(tree[path]).digest())
+    return h.hexdigest()[:16]
+
+
 class ProgramMemory:
-    def __init__(self, manifest_of: Callable[[int], bytes | None]) -> None:
-        self._manifest_of = manifest_of  # a node's agent.toml, to tell programs with other manifests apart
-        self._programs: dict[str, int] = {}  # digest of the editable files → first node holding them
+    def __init__(self) -> None:
+        self._trees: dict[str, int] = {}  # digest of a whole agent tree → first node holding it
 
     def observe(self, event: NodeEvent) -> None:
-        """Remember the program of a node sent for evaluation (invalid proposals and FM failures
-        hold their parent's tree and are skipped)."""
-        if not event.sent_for_evaluation:
-            return
-        texts = event.texts
-        if texts is None:  # a child that broke its agent.toml: nothing to note
-            return
-        self._programs.setdefault(program_digest(texts), event.node.id)
+        """Remember the tree of a node sent for evaluation (invalid proposals and FM failures hold
+        their parent's tree and are skipped)."""
+        if event.sent_for_evaluation:
+            self._trees.setdefault(tree_digest(event.tree), event.node.id)
 
-    def duplicate_of(self, texts: dict[str, str], manifest: bytes | None) -> int | None:
-        """The node that already holds this program (same editable files and manifest), if any."""
-        other = self._programs.get(program_digest(texts))
-        if other is not None and self._manifest_of(other) == manifest:
-            return other
-        return None
+    def duplicate_of(self, tree: dict[str, bytes]) -> int | None:
+        """The node that already holds this exact agent (every file the same), if any. The whole
+        tree counts, not only the evaluated program: a child whose improver alone changed is new."""
+        return self._trees.get(tree_digest(tree))

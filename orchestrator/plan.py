@@ -25,8 +25,8 @@ def _named(field: str, name: str, resolve: Callable[[str], Any]) -> Any:
         raise CampaignError(f"{field} = {name!r}: {e}") from None
 
 
-def _operator(name: str) -> Operator:
-    return resolve_plugin("mutation operator", name, BUILTIN_OPERATORS)()
+def _operator(name: str, cfg: CampaignConfig) -> Operator:
+    return resolve_plugin("mutation operator", name, BUILTIN_OPERATORS).from_config(cfg)
 
 
 @dataclass
@@ -41,7 +41,9 @@ class CampaignPlan:
 
     @classmethod
     def from_config(cls, cfg: CampaignConfig) -> "CampaignPlan":
-        operators = {n: _named(f"[mutation].operators.{n}", n, _operator) for n in cfg.mutation.operators}
+        operators = {
+            n: _named(f"[mutation].operators.{n}", n, lambda name: _operator(name, cfg)) for n in cfg.mutation.operators
+        }
         weights = dict(cfg.mutation.operators)
         weighted = [op for n, op in operators.items() if weights[n] > 0]
         if all(op.needs for op in weighted):

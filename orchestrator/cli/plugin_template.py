@@ -43,6 +43,8 @@ def write_plugin(dest: Path, name: str | None) -> Path:
         "harness.py.tmpl": pkg / "harness.py",
         "seed/agent.toml": pkg / "seed" / "agent.toml",
         "seed/solution.py": pkg / "seed" / "solution.py",
+        "seed/improve.py": pkg / "seed" / "improve.py",
+        "seed/improver_kit.py": pkg / "seed" / "improver_kit.py",
     }
     for src, out in layout.items():
         out.write_text(_fill((TEMPLATE / src).read_text(), values))

@@ -40,6 +40,14 @@ log = logging.getLogger("dgm.fm.proxy")
 
 MAX_BODY_BYTES = 1 << 20
 MAX_SOCKET_PATH = 107  # sockaddr_un.sun_path holds 108 bytes with the NUL
+TRANSCRIPT_CALLS = 64  # calls kept in a proxy's transcript
+TRANSCRIPT_CHARS = 8000  # characters kept of each request and answer (head and tail)
+
+
+def _clip(text: str, limit: int = TRANSCRIPT_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit // 2] + f"\n…[{len(text) - limit} characters cut]…\n" + text[-limit // 2 :]
 
 
 class Budget:
@@ -123,6 +131,7 @@ class FMProxy:
         self._lock = threading.Lock()
         self._totals = UsageTotals()
         self._refused = 0
+        self._transcript: list[dict] = []  # one entry per call, refused and failed ones included
         self._server: _UnixHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -168,6 +177,18 @@ class FMProxy:
         with self._lock:
             return dataclasses.replace(self._totals)
 
+    def transcript(self) -> list[dict]:
+        """Every call through this proxy, in order: the last message sent, the answer (or why
+        there was none) and the tokens, each text clipped to ``TRANSCRIPT_CHARS``."""
+        with self._lock:
+            return [dict(t) for t in self._transcript]
+
+    def _note(self, messages: list, status: int, answer: str, tokens: int = 0) -> None:
+        last = messages[-1]["content"] if messages else ""
+        with self._lock:
+            if len(self._transcript) < TRANSCRIPT_CALLS:
+                self._transcript.append({"status": status, "request": _clip(last), "answer": _clip(answer), "tokens": tokens})
+
     @property
     def refused(self) -> int:
         """Requests answered 429 because the budget was spent."""
@@ -197,6 +218,7 @@ class FMProxy:
             with self._lock:
                 self._refused += 1
             log.info("node %s: FM call refused: %s", self.node_id, reason)
+            self._note(messages, 429, f"refused: {reason}")
             return 429, _error(reason, "budget_exhausted", code="budget_exhausted")
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
         try:
@@ -207,6 +229,7 @@ class FMProxy:
                 self._totals._add_failure(e.attempts)
             status = e.status if e.kind == "http" and e.status in (400, 413, 422) else (
                 504 if e.kind == "timeout" else 502)
+            self._note(messages, status, f"FM error ({e.kind}): {e.message}")
             return status, _error(e.message, f"fm_{e.kind}")
         except Exception as e:  # a bug here must still answer the agent, not drop the connection
             log.exception("node %s: FM proxy failed", self.node_id)
@@ -216,6 +239,7 @@ class FMProxy:
         self.budget.charge(tokens=c.prompt_tokens + c.completion_tokens, usd=c.cost_usd)
         with self._lock:
             self._totals._add_success(c)
+        self._note(messages, 200, c.text, c.prompt_tokens + c.completion_tokens)
         return 200, _completion_json(c)
 
     def _params(self, body: dict) -> dict:

@@ -40,6 +40,7 @@ class Sampling:
     temperature: float
     seed: int
     max_tokens: int
+    tokens_left: int | None = None  # what the campaign's token budget has left (None: no limit)
 
 
 @dataclass
@@ -51,7 +52,8 @@ class Proposal:
     summary: str = ""
     prompt: str = ""
     response: str = ""
-    completion: Any = None  # orchestrator.fm.client.Completion, when an FM was called
+    completion: Any = None  # orchestrator.fm.client.Completion (or a sum of several), when an FM was called
+    tree: dict[str, bytes] | None = None  # the child's whole tree, when the operator wrote one (``self``)
 
     @property
     def valid(self) -> bool:
@@ -76,6 +78,11 @@ class Operator(abc.ABC):
     #: what the operator needs from other operators' children, in words ("" when it can start a
     #: campaign alone from the seed)
     needs: str = ""
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Operator":
+        """Build the operator for a campaign (``cfg`` is its CampaignConfig); most need nothing."""
+        return cls()
 
     def observe(self, event: NodeEvent) -> None:
         """Learn from a node the loop recorded (the default learns nothing)."""

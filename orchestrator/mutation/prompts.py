@@ -64,6 +64,10 @@ class ProposalContext:
     exemplars: list[Exemplar] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # recent failed children of this parent
     idea: str = ""  # a direction to try, from the evaluator's or the campaign's ideas
+    # for operators that run the agent's own code: its whole tree, and its public evaluation record
+    # (per-stage public results, feedback, failed attempts; never private metrics)
+    tree: dict[str, bytes] = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
 
 
 def _metrics_line(metrics: dict[str, float]) -> str:
