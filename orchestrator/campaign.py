@@ -278,7 +278,11 @@ class Campaign:
             return None
         policy = self.plan.select_for.get(op.name, self.plan.select)
         children = self.ledger.children
-        probs = policy([n.score for n in eligible], [children.get(n.id, 0) for n in eligible])
+        scores, counts = [n.score for n in eligible], [children.get(n.id, 0) for n in eligible]
+        if getattr(policy, "uses_clades", False):
+            probs = policy(scores, counts, clades=[self.ledger.clade(n.id) for n in eligible], rng=self.rng)
+        else:
+            probs = policy(scores, counts)
         return eligible[selection.sample(probs, self.rng)[0]]
 
     def _record_proposal(self, fut: Future, pending: PendingProposal) -> int | None:

@@ -52,9 +52,21 @@ class _Share:
     cost_usd: float
     admitted_child_of: int | None
     ranked: bool  # a possible parent: admitted with a score
+    clade: tuple[float, float]  # (successes, failures) it adds to its own clade and every ancestor's
     score: float | None
     operator: str | None
     yield_: OperatorYield = field(default_factory=OperatorYield)
+
+
+def _clade_mass(node: Node) -> tuple[float, float]:
+    """What one node adds to the clades it belongs to (HGM's metaproductivity counts): a ranked
+    score clipped to [0, 1] as success and the rest as failure; an invalid child one failure."""
+    if node.status in (NodeStatus.ADMITTED, NodeStatus.REJECTED) and node.score is not None:
+        s = min(1.0, max(0.0, node.score))
+        return (s, 1.0 - s)
+    if node.status == NodeStatus.INVALID and node.parent_id is not None:
+        return (0.0, 1.0)
+    return (0.0, 0.0)
 
 
 class Ledger:
@@ -68,6 +80,7 @@ class Ledger:
         self._parents: dict[int, None] = {}  # the same nodes, in the order they were admitted
         self._failures: dict[int, list[int]] = {}  # parent id → ids of children with a failed answer
         self._shares: dict[int, _Share] = {}
+        self._clades: dict[int, list[float]] = {}  # node id → [successes, failures] of its clade
         for node in sorted(nodes, key=lambda n: n.id):
             self.record(node)
 
@@ -107,6 +120,7 @@ class Ledger:
             cost_usd=node.cost_usd,
             admitted_child_of=node.parent_id if child and node.status == NodeStatus.ADMITTED else None,
             ranked=ranked,
+            clade=_clade_mass(node),
             score=node.score,
             operator=node.operator if child else None,
             yield_=y,
@@ -121,6 +135,14 @@ class Ledger:
             self.children[s.admitted_child_of] = self.children.get(s.admitted_child_of, 0) + sign
         if s.operator is not None:
             self.operators.setdefault(s.operator, OperatorYield()).add(s.yield_, sign)
+        if s.clade != (0.0, 0.0):  # walks the ancestry: O(depth) per evaluated node
+            node_id_: int | None = node_id
+            while node_id_ is not None:
+                mass = self._clades.setdefault(node_id_, [0.0, 0.0])
+                mass[0] += sign * s.clade[0]
+                mass[1] += sign * s.clade[1]
+                parent = self.nodes.get(node_id_)
+                node_id_ = parent.parent_id if parent is not None else None
         if s.ranked:
             key = (-s.score, node_id)
             if sign > 0:
@@ -165,6 +187,11 @@ class Ledger:
     def parents(self) -> list[Node]:
         """Nodes a proposal may start from: admitted, with a score (in the order they were admitted)."""
         return [self.nodes[i] for i in self._parents]
+
+    def clade(self, node_id: int) -> tuple[float, float]:
+        """(successes, failures) of the node's clade: itself and every evaluated descendant."""
+        s, f = self._clades.get(node_id, (0.0, 0.0))
+        return (s, f)
 
     def failed_children(self, parent_id: int) -> list[Node]:
         """Children of ``parent_id`` whose answer was invalid or failed, newest first."""

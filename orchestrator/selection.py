@@ -2,7 +2,8 @@
 
 Every policy takes the scores of the eligible parents (admitted nodes only: invalid and failed nodes
 are never parents) and how many admitted children each already has, and returns a probability per
-parent. ``sample`` draws from them. The campaign loop fetches the numbers; nothing here does I/O.
+parent. ``sample`` draws from them. A policy with ``uses_clades = True`` (``cmp``) also gets each
+parent's clade counts and the campaign's rng. The loop fetches the numbers; nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -71,12 +72,35 @@ def uniform(scores: Sequence[float], children: Sequence[int]) -> list[float]:
     return [1.0 / len(scores)] * len(scores)
 
 
+def cmp(
+    scores: Sequence[float], children: Sequence[int], *, clades: Sequence[tuple[float, float]], rng: random.Random
+) -> list[float]:
+    """HGM: clade metaproductivity with Thompson sampling.
+
+    A node is worth expanding when its *clade* (itself and every descendant evaluated so far) does
+    well, not only the node itself. ``clades[i]`` is the (successes, failures) mass of node i's clade:
+    each evaluated node adds its score clipped to [0, 1] as success and the rest as failure, an
+    invalid child adds one failure. One θ_i ~ Beta(1 + successes_i, 1 + failures_i) is drawn per
+    node and the largest is chosen (probability 1); ties go to the oldest node.
+    """
+    _check(scores, children)
+    if len(clades) != len(scores):
+        raise ValueError(f"{len(scores)} scores but {len(clades)} clade counts")
+    draws = [rng.betavariate(1.0 + s, 1.0 + f) for s, f in clades]
+    top = max(range(len(draws)), key=lambda i: (draws[i], -i))
+    return [1.0 if i == top else 0.0 for i in range(len(draws))]
+
+
+cmp.uses_clades = True  # the loop passes clades= and rng= to policies that say so
+
+
 POLICIES: dict[str, Policy] = {
     "score_child_prop": score_child_prop,
     "score_prop": score_prop,
     "robust": robust,
     "best": best,
     "uniform": uniform,
+    "cmp": cmp,
 }
 
 

@@ -273,3 +273,14 @@ def test_a_mix_of_only_refine_is_refused_with_the_reason(tmp_path):
     cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", iterations=3, operators="{ refine = 1.0, diff = 0 }"))
     with pytest.raises(CampaignError, match=r"\[mutation\].operators: every operator with a weight tunes numbers that FM edits changed"):
         Campaign(cfg, tmp_path / "run", fm=None)
+
+
+def test_a_campaign_selects_parents_by_clade_metaproductivity(tmp_path):
+    from tests.campaign_helpers import distinct_grids
+
+    with ScriptedFMServer([], responder=distinct_grids()) as srv:
+        stats = run_campaign(tmp_path, srv, iterations=5, extra='[selection]\nmethod = "cmp"\n')
+    assert stats.stop_reason == "reached 5 iterations"
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        nodes = archive.nodes()
+        assert len(nodes) == 6 and all(archive.get(n.parent_id).status == NodeStatus.ADMITTED for n in nodes[1:])

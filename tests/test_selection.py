@@ -70,3 +70,28 @@ def test_resolve_builtin_custom_and_unknown():
         selection.resolve("nope")
     with pytest.raises(ValueError, match="cannot be loaded"):
         selection.resolve("no_such_module_xyz:f")
+
+
+def test_cmp_draws_one_beta_per_clade_and_picks_the_largest_exactly():
+    clades = [(0.0, 0.0), (3.2, 0.8), (0.5, 4.5)]
+    expected_rng = random.Random(11)
+    draws = [expected_rng.betavariate(1 + s, 1 + f) for s, f in clades]
+    want = max(range(3), key=lambda i: draws[i])
+    probs = selection.cmp([0.1, 0.2, 0.3], [0, 0, 0], clades=clades, rng=random.Random(11))
+    assert probs == [1.0 if i == want else 0.0 for i in range(3)]
+    assert selection.resolve("cmp") is selection.cmp and selection.cmp.uses_clades
+
+
+def test_cmp_prefers_productive_clades_over_a_high_own_score():
+    # node 0 scores best itself, but its clade is mostly failures; node 1's descendants did well
+    rng, wins = random.Random(0), [0, 0]
+    for _ in range(2000):
+        probs = selection.cmp([0.9, 0.5], [5, 5], clades=[(0.9, 6.1), (6.0, 1.0)], rng=rng)
+        wins[probs.index(1.0)] += 1
+    # P(Beta(7, 2) > Beta(1.9, 7.1)) is above 0.99
+    assert wins[1] > 0.98 * 2000
+
+
+def test_cmp_checks_its_inputs():
+    with pytest.raises(ValueError, match="clade counts"):
+        selection.cmp([0.5], [0], clades=[], rng=random.Random(0))
