@@ -196,3 +196,22 @@ def test_the_public_record_never_holds_private_metrics():
                          "private": {"hidden_acc": 0.9}, "feedback": "ok", "error": ""}])
     record = public_record(node, "task", [])
     assert "hidden_acc" not in json.dumps(record) and record["stages"][0]["public"] == {"acc": 0.5}
+
+
+def test_archive_show_and_diff_present_a_self_step(tmp_path):
+    import subprocess
+    import sys
+
+    with ScriptedFMServer([], responder=tagged_responder) as srv:
+        cfg = load_config(write_config(tmp_path, srv.base_url, iterations=1, operators="{ self = 1.0 }", timeout_s=60))
+        cfg.campaign.seed_agent = tmp_path / "seed"
+        shutil.copytree(CP_DIR / "seed", cfg.campaign.seed_agent)
+        (cfg.campaign.seed_agent / "improve.py").write_text(TAGGED)
+        with FMClient.from_config(cfg.fm) as fm:
+            Campaign(cfg, tmp_path / "run", fm).run()
+    dgm = [sys.executable, "-m", "orchestrator.cli"]
+    show = subprocess.run([*dgm, "archive", "show", str(tmp_path / "run"), "1"], capture_output=True, text=True)
+    assert "--- improver transcript (model calls) ---" in show.stdout and "improver v1" in show.stdout
+    assert "--- improver output ---" in show.stdout and "wrote improve.py" in show.stdout
+    diff = subprocess.run([*dgm, "archive", "diff", str(tmp_path / "run"), "1"], capture_output=True, text=True)
+    assert '-TAG = "v1"' in diff.stdout and '+TAG = "v2"' in diff.stdout  # the improver's own source changed

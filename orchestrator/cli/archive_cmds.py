@@ -107,9 +107,11 @@ def show(run_dir: Path, node_ref: str, as_json: bool) -> None:
         node = _node(arc, node_ref)
     if as_json:
         return _dump(node.model_dump(mode="json"))
+    # a self-improvement step keeps its improver's model calls in `prompt` and its output in `response`
+    labels = {"prompt": "improver transcript (model calls)", "response": "improver output"} if node.operator == "self" else {}
     for key, value in node.model_dump(mode="json").items():
         if key in ("prompt", "response", "feedback", "error") and value:
-            click.echo(f"--- {key} ---\n{value}")
+            click.echo(f"--- {labels.get(key, key)} ---\n{value}")
         elif key == "stages":
             for st in value:
                 click.echo(f"stage {st['stage']}: valid={st['valid']} gate={st['passed_gate']} score={st['score']} {st['public']}")
@@ -143,9 +145,13 @@ def diff(run_dir: Path, node_ref: str) -> None:
 
 @archive.command()
 @run_dir_arg
-@click.option("--format", "fmt", type=click.Choice(["json", "dot"]), default="json", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["json", "dot", "html"]), default="json", show_default=True)
 def export(run_dir: Path, fmt: str) -> None:
-    """The whole tree as JSON or Graphviz dot."""
+    """The whole tree as JSON, Graphviz dot, or one self-contained HTML page (the UI, offline)."""
+    if fmt == "html":
+        from orchestrator.ui.export import export_html
+
+        return click.echo(export_html([run_dir]))
     with _open(run_dir) as arc:
         click.echo(arc.export(fmt))
 
