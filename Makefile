@@ -17,19 +17,22 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# bubblewrap (default sandbox), docker.io + debootstrap (docker sandbox); only installable as root.
+# bubblewrap (default sandbox), docker.io + debootstrap (docker sandbox), chromium (dgm ui's browser tests);
+# only installable as root.
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  missing=""; \
 	  command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
 	  command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	  command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  fi; \
 	else \
 	  command -v bwrap >/dev/null || echo "warning: bubblewrap is missing; install it (apt-get install bubblewrap) for the default sandbox"; \
+	  command -v chromium >/dev/null || echo "warning: chromium is missing; install it (apt-get install chromium) for the browser tests of dgm ui"; \
 	fi
 
 setup: system-deps $(STAMP)

@@ -13,6 +13,7 @@ from orchestrator.cli.evaluator_cmds import eval_cmd, evaluators
 from orchestrator.cli.init_cmd import init
 from orchestrator.cli.model_cmds import model
 from orchestrator.cli.run_cmd import run
+from orchestrator.cli.ui_cmds import plot, ui
 from orchestrator.errors import USER_ERRORS
 from sandboxes.cli import sandbox  # the sandbox commands live with the sandboxes
 
@@ -23,7 +24,7 @@ def cli() -> None:
     """Darwin-Gödel-style self-improvement campaigns."""
 
 
-for command in (init, run, status, archive, evaluators, eval_cmd, model, sandbox):
+for command in (init, run, status, archive, evaluators, eval_cmd, model, sandbox, ui, plot):
     cli.add_command(command)
 
 

@@ -1,0 +1,305 @@
+"""A run directory seen read-only by the UI: every node in memory (light: no prompt, answer or
+code), kept up to date from the database while a campaign writes, with a change cursor for clients.
+
+Why a cursor of our own: clients poll ``nodes?since=<cursor>``; every node the view sees appear or
+change gets the next sequence number, so a client receives each change once, whatever the
+writer's clocks. The totals are the campaign's own :class:`~orchestrator.ledger.Ledger`, fed the
+same way (one node at a time, never recomputed).
+
+Change detection: ``PRAGMA data_version`` says whether anyone committed since the last look (no
+row read when nothing changed); then rows newer than the newest id, or changed among the nodes
+still in flight and the last ``RECENT`` ids, are read by primary-key range. Every ``FULL_SCAN_S``
+seconds the whole table is checked, so an edit of an old finished node shows up too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from bisect import bisect_right
+from pathlib import Path
+from typing import Any
+
+from archive import Archive, Node, NodeStatus
+from archive.store import DB_NAME
+from orchestrator.ledger import Ledger
+
+from . import series
+
+RECENT = 1000  # ids below the newest that are re-checked on every refresh
+FULL_SCAN_S = 30.0
+SLACK_S = 5.0  # updated_at look-back: a writer's clock may step back a little
+MAX_FILE_CHARS = 200_000  # per file on the node page
+MAX_TEXT_CHARS = 400_000  # prompt, response, diff
+
+#: columns read for the tree (large text columns are left out or cut)
+_LIGHT = {
+    "id": "id",
+    "parent_id": "parent_id",
+    "status": "status",
+    "operator": "operator",
+    "score": "score",
+    "stages": "stages",
+    "public_metrics": "public_metrics",
+    "fm_model": "fm_model",
+    "prompt_tokens": "prompt_tokens",
+    "completion_tokens": "completion_tokens",
+    "cost_usd": "cost_usd",
+    "timings": "timings",
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+    "error": "substr(error, 1, 300)",
+    "campaign": "campaign",
+    "commit": '"commit"',
+}
+_JSON = ("stages", "public_metrics", "timings")
+
+#: what a client gets per node, in this order (``rows`` are lists, ``fields`` names them)
+ROW_FIELDS = ["id", "parent", "status", "operator", "score", "stage", "tokens", "cost", "fm_s", "eval_s", "created", "note"]
+
+
+def _num(x: Any) -> float | None:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def finite(obj: Any) -> Any:
+    """Strict JSON: NaN/inf become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def light_node(rec: dict[str, Any]) -> Node:
+    """A Node without prompt, response, feedback or private metrics; stages keep their verdicts only."""
+    stages = [
+        {k: s.get(k) for k in ("stage", "valid", "passed_gate", "score")} for s in (rec["stages"] or []) if isinstance(s, dict)
+    ]
+    return Node.model_construct(
+        id=rec["id"],
+        campaign=rec["campaign"] or "",
+        parent_id=rec["parent_id"],
+        status=NodeStatus(rec["status"]),
+        commit=rec["commit"] or "",
+        operator=rec["operator"] or "",
+        created_at=rec["created_at"] or 0.0,
+        updated_at=rec["updated_at"] or 0.0,
+        stages=stages,
+        public_metrics=rec["public_metrics"] or {},
+        score=rec["score"],
+        fm_model=rec["fm_model"] or "",
+        prompt_tokens=rec["prompt_tokens"] or 0,
+        completion_tokens=rec["completion_tokens"] or 0,
+        cost_usd=rec["cost_usd"] or 0.0,
+        timings=rec["timings"] or {},
+        error=rec["error"] or "",
+    )
+
+
+def client_row(n: Node) -> list[Any]:
+    """One node as the tree needs it (see ROW_FIELDS)."""
+    stage = n.stages[-1].get("stage") or "" if n.stages else ""
+    note = n.error.split("\n", 1)[0][:160]
+    return [
+        n.id,
+        n.parent_id,
+        n.status.value,
+        n.operator,
+        _num(n.score),
+        stage,
+        n.prompt_tokens + n.completion_tokens,
+        round(n.cost_usd, 6),
+        _num(n.timings.get(series.FM_TIME_KEY)),
+        _num(n.timings.get(series.EVAL_TIME_KEY)),
+        round(n.created_at, 3),
+        note,
+    ]
+
+
+def _text(data: bytes, limit: int = MAX_FILE_CHARS) -> dict[str, Any]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"binary": True, "bytes": len(data), "text": ""}
+    return {"binary": False, "bytes": len(data), "text": text[:limit], "truncated": len(text) > limit}
+
+
+def _clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f"\n… ({len(text) - limit:,} more characters cut)"
+
+
+class RunView:
+    """One run, opened read-only. Thread-safe; ``refresh`` is cheap when nothing changed."""
+
+    def __init__(self, run_dir: str | Path, index: int = 0, *, min_interval_s: float = 0.3):
+        self.run_dir = Path(run_dir)
+        self.index = index
+        self.archive = Archive.open(self.run_dir, readonly=True)
+        self.campaign = self.archive.campaign
+        uri = (self.run_dir / DB_NAME).resolve().as_uri() + "?mode=ro"
+        self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout=10000")
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(nodes)")}
+        self._select = ", ".join(
+            (expr if name in cols else "NULL") + f' AS "{name}"' for name, expr in _LIGHT.items()
+        )
+        self._lock = threading.RLock()
+        self.min_interval_s = min_interval_s
+        self.nodes: dict[int, Node] = {}
+        self.rows: dict[int, list[Any]] = {}
+        self.children: dict[int, list[int]] = {}
+        self.ledger = Ledger()
+        self.seq = 0
+        self._log: list[tuple[int, int]] = []  # (seq, node id), seq increasing
+        self._unfinished: set[int] = set()
+        self._data_version: int | None = None
+        self._last_check = 0.0
+        self._last_full = 0.0
+        self._series: tuple[int, dict[str, Any]] | None = None
+        self.refresh(force=True)
+
+    @property
+    def name(self) -> str:
+        return f"{self.run_dir} ({self.campaign})" if self.campaign else str(self.run_dir)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+            self.archive.close()
+
+    # ---- keeping up with the writer ---------------------------------------------------
+
+    def refresh(self, force: bool = False) -> int:
+        """Read what changed since the last look; returns how many nodes changed."""
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._last_check < self.min_interval_s:
+                return 0
+            self._last_check = now
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if not force and version == self._data_version:
+                return 0
+            self._data_version = version
+            newest = max(self.nodes, default=-1)
+            if force or now - self._last_full >= FULL_SCAN_S:
+                self._last_full = now
+                low, since = 0, -math.inf
+                if self.nodes:
+                    since = max(n.updated_at for n in self.nodes.values()) - SLACK_S
+            else:
+                low = min(self._unfinished | {max(0, newest - RECENT)})
+                since = max((self.nodes[i].updated_at for i in range(low, newest + 1) if i in self.nodes), default=0.0) - SLACK_S
+            sql = f"SELECT {self._select} FROM nodes WHERE id > ? OR (id >= ? AND updated_at >= ?) ORDER BY id"
+            cur = self._db.execute(sql, (newest, low, since if math.isfinite(since) else -1e300))
+            names = [d[0] for d in cur.description]
+            changed = 0
+            for row in cur:
+                rec = dict(zip(names, row))
+                for k in _JSON:
+                    rec[k] = json.loads(rec[k]) if rec[k] else None
+                if self._apply(light_node(rec)):
+                    changed += 1
+            return changed
+
+    def _apply(self, node: Node) -> bool:
+        old = self.nodes.get(node.id)
+        if old is not None and (old.updated_at, old.status, old.score) == (node.updated_at, node.status, node.score):
+            return False
+        if old is None and node.parent_id is not None:
+            self.children.setdefault(node.parent_id, []).append(node.id)
+        self.nodes[node.id] = node
+        self.ledger.record(node)
+        self.rows[node.id] = client_row(node)
+        if node.status.finished:
+            self._unfinished.discard(node.id)
+        else:
+            self._unfinished.add(node.id)
+        self.seq += 1
+        self._log.append((self.seq, node.id))
+        return True
+
+    # ---- what clients read ------------------------------------------------------------
+
+    def changes(self, since: int) -> dict[str, Any]:
+        """Nodes that appeared or changed after cursor ``since`` (0: all); ``reset`` tells a client
+        whose cursor this view never issued (a restarted server) to start over."""
+        self.refresh()
+        with self._lock:
+            reset = since <= 0 or since > self.seq
+            if reset:
+                ids = sorted(self.nodes)
+            else:
+                start = bisect_right(self._log, (since, math.inf))
+                ids = sorted({i for _, i in self._log[start:]})
+            return {
+                "run": self.index,
+                "cursor": self.seq,
+                "reset": reset,
+                "fields": ROW_FIELDS,
+                "rows": [self.rows[i] for i in ids],
+                "total": len(self.nodes),
+                "summary": self.summary(),
+            }
+
+    def summary(self) -> dict[str, Any]:
+        """What ``dgm status`` shows (the ledger's summary), plus where the run is."""
+        with self._lock:
+            return finite({"run_dir": str(self.run_dir), "campaign": self.campaign, **self.ledger.summary()})
+
+    def series(self) -> dict[str, Any]:
+        self.refresh()
+        with self._lock:
+            if self._series is None or self._series[0] != self.seq:
+                ordered = [self.nodes[i] for i in sorted(self.nodes)]
+                self._series = (self.seq, finite(series.all_series(ordered, self.ledger.summary())))
+            return self._series[1]
+
+    def lineage_ids(self, node_id: int) -> list[int]:
+        chain = [node_id]
+        while (p := self.nodes[chain[-1]].parent_id) is not None and len(chain) <= len(self.nodes):
+            chain.append(p)
+        return chain[::-1]
+
+    def detail(self, node_id: int) -> dict[str, Any]:
+        """Everything about one node: every field, its code, its diff against the parent."""
+        node = self.archive.get(node_id)  # KeyError when absent
+        with self._lock:
+            if node_id not in self.nodes:
+                self.refresh(force=True)
+            kids = list(self.children.get(node_id, []))
+            lineage = self.lineage_ids(node_id) if node_id in self.nodes else [node_id]
+        files = self.archive.read_files(node_id)
+        data = node.model_dump(mode="json")
+        for key in ("prompt", "response", "feedback", "error"):
+            data[key] = _clip(data[key])
+        parent = self.nodes.get(node.parent_id) if node.parent_id is not None else None
+        return finite(
+            {
+                "run": self.index,
+                "node": data,
+                "final_feedback": node.final_feedback,
+                "diff": _clip(self.archive.diff(node_id)),
+                "files": {path: _text(blob) for path, blob in sorted(files.items())},
+                "children": kids,
+                "lineage": lineage,
+                "parent_score": parent.score if parent is not None else None,
+                "transcript": _transcript(data),
+            }
+        )
+
+
+def _transcript(data: dict[str, Any]) -> Any:
+    """An improver's transcript, where a node or one of its stages records one (any field named
+    ``transcript``); None otherwise."""
+    if data.get("transcript"):
+        return data["transcript"]
+    for stage in data.get("stages") or []:
+        if isinstance(stage, dict) and stage.get("transcript"):
+            return stage["transcript"]
+    return None
