@@ -186,7 +186,8 @@ def evaluate(
     python: str | None = None,
     gpu: Any = None,
 ) -> EvaluationResult:
-    """Run ``evaluator``'s stages on the agent in ``agent_dir``, stopping at the first failed gate.
+    """Run ``evaluator``'s stages on the agent in ``agent_dir``, in order, stopping at the first stage
+    that finds the candidate invalid or whose gate it does not pass.
 
     ``gpu`` is a :class:`sandboxes.gpu.GpuLease`; the candidate then sees only that device.
     """

@@ -19,10 +19,6 @@ def entry_point_map() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
-def names() -> list[str]:
-    return sorted(entry_point_map())
-
-
 def problems(cls: Any) -> list[str]:
     """What is wrong with a would-be evaluator class (empty when it follows the API)."""
     if not (inspect.isclass(cls) and issubclass(cls, Evaluator)):

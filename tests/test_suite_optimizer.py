@@ -218,7 +218,10 @@ def test_candidate_finds_no_heldout_data_in_its_workdir(tmp_path):
     spy = SpySandbox()
     res = _eval(_agent(tmp_path, SNOOPER), "small", seed=4, sandbox=spy, static_guard=False)
     found = json.loads(res.error.rsplit("SNOOP ", 1)[1].splitlines()[0])
-    assert found["other"] == ["_dgm_config.json", "_dgm_harness.py", "_dgm_runtime.py", "_dgm_tasks.py", "agent.toml", "update_rule.py"]
+    # the evaluator's trusted files and the agent's own, nothing else
+    agent_files = [p.name for p in SEED.iterdir() if p.is_file()]
+    assert found["other"] == sorted(["_dgm_config.json", "_dgm_harness.py", "_dgm_runtime.py", "_dgm_tasks.py", *agent_files])
+    assert {"agent.toml", "update_rule.py"} <= set(agent_files)
     for tid in ("t0", "t1", "t2"):  # the three MLP tasks: training arrays only
         assert found[f"_dgm_task_{tid}.npz"] == ["x", "y"]
     for t in build_tasks("small", suite.PLANS["small"], 4):

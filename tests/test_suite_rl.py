@@ -260,7 +260,10 @@ def test_candidate_finds_no_evaluation_material_in_its_workdir(tmp_path):
         spy = SpySandbox()
         res = _eval(agent, stage, seed=11, sandbox=spy, static_guard=False)
         listing = json.loads(res.error.rsplit("LISTING ", 1)[1].splitlines()[0])
-        assert listing == [["_dgm_config.json", "_dgm_core.py", "_dgm_harness.py", "_dgm_runtime.py", "agent.toml", "objective.py"], kinds]
+        # the evaluator's trusted files and the agent's own, nothing else
+        agent_files = [p.name for p in agent.iterdir() if p.is_file()]
+        assert {"agent.toml", "objective.py"} <= set(agent_files)
+        assert listing == [sorted(["_dgm_config.json", "_dgm_core.py", "_dgm_harness.py", "_dgm_runtime.py", *agent_files]), kinds]
         # the evaluation seeds and the reference returns live only in the evaluator
         runs = build_runs(stage, suite.PLANS[stage], 11)
         eval_seeds = [str(random.Random(f"rl_objective/eval/11/{stage}/{r['id']}").getrandbits(31)) for r in runs]
