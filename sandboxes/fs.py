@@ -140,13 +140,15 @@ def remove_tree(path: str | os.PathLike) -> None:
     """Remove ``path`` and everything below it, of any depth; never follows symlinks.
 
     Use this instead of ``shutil.rmtree`` on directories a candidate wrote. If ``path`` is a
-    disk-quota work directory (:mod:`sandboxes.quota`) its file system is unmounted, its loop
-    device detached and its image deleted first. A missing ``path`` is not an error.
+    disk-quota work directory (:mod:`sandboxes.quota`), or holds some, their file systems are
+    unmounted, loop devices detached and images deleted first. A missing ``path`` is not an error.
     """
     from . import quota
 
     path = os.path.abspath(path)
-    quota.release(path)
+    for mnt in quota.mounted():  # ours, at or below path (deepest first)
+        if mnt == path or mnt.startswith(path.rstrip("/") + "/"):
+            quota.release(mnt)
     try:
         st = os.lstat(path)
     except FileNotFoundError:

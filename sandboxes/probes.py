@@ -138,7 +138,12 @@ class ProbeContext:
         if self.sleeper.poll() is None:
             self.sleeper.kill()
         self.sleeper.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+        from .fs import remove_tree  # a probe may leave a deep tree: never recurse
+
+        try:
+            remove_tree(self.root)
+        except OSError:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 Probe = Callable[[Sandbox, ProbeContext], tuple[bool, str]]
@@ -426,6 +431,248 @@ def _ps(sb, ctx):
     except (ValueError, IndexError):
         n = -1
     return 0 <= n <= 8, r.stdout.strip() or r.describe()
+
+
+# -- issue 15: what a determined candidate tried next ------------------------------------------
+_PROBE_DISK = 64 * 2**20
+_PROBE_INODES = 2000
+
+
+class _small_quota:
+    """Run a probe with a small quota on the sandbox (the check's own instance), then restore."""
+
+    def __init__(self, sb: Sandbox) -> None:
+        self.sb = sb
+
+    def __enter__(self) -> bool:
+        self.saved = (getattr(self.sb, "disk", None), getattr(self.sb, "inodes", None))
+        if self.saved[0] is None:
+            return False
+        self.sb.disk, self.sb.inodes = _PROBE_DISK, _PROBE_INODES
+        return True
+
+    def __exit__(self, *exc) -> None:
+        self.sb.disk, self.sb.inodes = self.saved
+
+
+def _finish(wd: Path) -> tuple[bool, str]:
+    """Remove a probe work dir the way the evaluator does; True if nothing (mount, image) is left."""
+    from . import fs, quota
+
+    fs.remove_tree(wd)
+    left = [str(wd)] if os.path.lexists(wd) else []
+    if str(wd) in quota.mounted() or f" {wd} " in Path("/proc/self/mountinfo").read_text():
+        left.append("quota mount")
+    return not left, ", ".join(left)
+
+
+@probe("disk_quota", "fill the work dir with many files under the file cap (64 MiB quota)")
+def _disk_quota(sb, ctx):
+    code = """
+    import sys
+    n = 0
+    try:
+        for i in range(256):  # 128 MiB in 512 KiB files, each far under the file-size cap
+            with open(f"f{i}.bin", "wb") as f:
+                f.write(b"x" * 2**19)
+            n += 1
+    except OSError as e:
+        print("stopped after", n, "files, errno", e.errno); sys.exit(3)
+    print("WROTE 128 MiB")
+    """
+    with _small_quota(sb) as on:
+        if not on:
+            return False, "this sandbox has no disk quota (disk=None, or not root)"
+        free = shutil.disk_usage(ctx.root).free
+        r, wd = _py(sb, ctx, "disk_quota", code, _QUICK)
+        dropped = free - shutil.disk_usage(ctx.root).free
+        from .fs import tree_usage
+
+        used = tree_usage(wd)[0]
+    clean, left = _finish(wd)
+    ok = r.limit_hit == "disk quota" and used <= _PROBE_DISK and clean
+    return ok, (f"{r.describe()}; {used / 2**20:.0f} MiB in the work dir, host free space "
+                f"-{max(0, dropped) / 2**20:.0f} MiB" + (f"; left on the host: {left}" if left else ""))
+
+
+@probe("inode_quota", "create 20,000 empty files (2,000-inode quota)")
+def _inode_quota(sb, ctx):
+    code = """
+    import sys
+    for i in range(20000):
+        try:
+            open(f"e{i}", "w").close()
+        except OSError as e:
+            print("stopped at", i, "errno", e.errno); sys.exit(3)
+    print("MADE 20000")
+    """
+    with _small_quota(sb) as on:
+        if not on:
+            return False, "this sandbox has no inode quota (disk=None, or not root)"
+        r, wd = _py(sb, ctx, "inode_quota", code, _QUICK)
+    clean, left = _finish(wd)
+    return r.limit_hit == "disk quota" and "MADE" not in r.stdout and clean, \
+        f"{r.describe()}; {r.stdout.strip()[:60]}" + (f"; left: {left}" if left else "")
+
+
+@probe("deep_tree", "a 10,000-level directory chain (the clean-up and the next run's grant)")
+def _deep_tree(sb, ctx):
+    code = """
+    import os
+    fd = os.open(".", os.O_RDONLY)
+    for _ in range(10000):
+        os.mkdir("d", dir_fd=fd)
+        n = os.open("d", os.O_RDONLY, dir_fd=fd); os.close(fd); fd = n
+    print("BUILT")
+    """
+    r, wd = _py(sb, ctx, "deep_tree", code, _QUICK)
+    r2 = sb.run(["sh", "-c", "echo again"], wd, _QUICK)  # grants the tree to the next uid
+    clean, left = _finish(wd)
+    ok = "BUILT" in r.stdout and r2.ok and "again" in r2.stdout and clean
+    return ok, f"built: {'BUILT' in r.stdout}; next run: {r2.describe()}; removed: {clean} {left}"
+
+
+_SURFACE = """
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+def call(name, nr, *args):
+    ctypes.set_errno(0)
+    rc = libc.syscall(nr, *args)
+    print(name, "OK" if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), ctypes.get_errno()))
+call("unshare(NEWUSER|NEWNET)", 272, 0x10000000 | 0x40000000)
+call("unshare(NEWNS)", 272, 0x00020000)
+call("setns", 308, 0, 0)
+call("add_key", 248, b"user", b"dgm-probe", b"x", 1, -4)
+call("keyctl", 250, 0, -4, 0)
+call("bpf", 321, 0, 0, 0)
+call("perf_event_open", 298, 0, 0, -1, -1, 0)
+call("userfaultfd", 323, 0)
+call("mount", 165, b"none", b"/tmp", b"tmpfs", 0, 0)
+call("fsopen", 430, b"tmpfs", 0)
+"""
+
+
+@probe("user_namespace", "create a user+net namespace; keyctl, bpf, perf, userfaultfd, mount")
+def _userns(sb, ctx):
+    r, _ = _py(sb, ctx, "userns", _SURFACE, _QUICK)
+    got = dict(line.rsplit(None, 1) for line in r.stdout.splitlines() if " " in line)
+    reachable = [k for k, v in got.items() if v not in ("EPERM", "ENOSYS")]
+    ok = bool(got) and not reachable
+    return ok, ("reachable: " + ", ".join(f"{k}={got[k]}" for k in reachable)) if reachable else \
+        (f"all {len(got)} denied" if got else f"probe did not run: {r.describe()} {r.stderr[-200:]}")
+
+
+@probe("keyring", "leave a key in the uid's keyring for a later run")
+def _keyring(sb, ctx):
+    add = """
+    import ctypes
+    l = ctypes.CDLL(None, use_errno=True)
+    print("add", l.syscall(248, b"user", b"dgm-leak", b"run-1", 5, -4))
+    """
+    find = """
+    import ctypes
+    l = ctypes.CDLL(None, use_errno=True)
+    print("found", l.syscall(250, 10, -4, b"user", b"dgm-leak", 0))
+    """
+    _py(sb, ctx, "key_add", add, _QUICK)
+    r, _ = _py(sb, ctx, "key_find", find, _QUICK)
+    try:
+        found = int(r.stdout.split()[1]) >= 0
+    except (IndexError, ValueError):
+        found = False
+    return not found, "a later run found the key" if found else "no key crossed between runs"
+
+
+@probe("per_uid_quota", "hold every inotify instance of its uid while another sandbox runs")
+def _per_uid(sb, ctx):
+    hog = """
+    import ctypes, os, time
+    l = ctypes.CDLL(None, use_errno=True)
+    n = 0
+    while l.inotify_init() >= 0:
+        n += 1
+    open("ready", "w").write(str(n))
+    t = time.monotonic() + 15
+    while not os.path.exists("done") and time.monotonic() < t:
+        time.sleep(0.05)
+    """
+    one = """
+    import ctypes, os
+    print("inotify", ctypes.CDLL(None).inotify_init(), os.getuid())
+    """
+    box: dict = {}
+    wd_holder: dict = {}
+
+    def run_hog() -> None:
+        box["r"], wd_holder["wd"] = _py(sb, ctx, "uid_hog", hog, _QUICK)
+
+    t = threading.Thread(target=run_hog, daemon=True)
+    t.start()
+    ready = ctx.root / "work" / "uid_hog" / "ready"
+    deadline = time.monotonic() + 15
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    r, _ = _py(sb, ctx, "uid_other", one, _QUICK)
+    (ctx.root / "work" / "uid_hog" / "done").write_text("")
+    t.join(20)
+    try:
+        got = int(r.stdout.split()[1]) >= 0
+    except (IndexError, ValueError):
+        got = False
+    return got, ("the concurrent sandbox got its inotify instance" if got else
+                 f"the concurrent sandbox was starved: {r.stdout.strip() or r.describe()}")
+
+
+@probe("stopped_guard", "SIGSTOP every process it may signal (the guard), then outlive the wall clock")
+def _stopped_guard(sb, ctx):
+    code = f"""
+    import os, signal, time
+    try:
+        os.kill(-1, signal.SIGSTOP)
+    except OSError:
+        pass
+    stopped = []
+    for p in os.listdir("/proc"):
+        if p.isdigit() and int(p) != os.getpid():
+            try:
+                st = open(f"/proc/{{p}}/status").read()
+                state = st.split("State:")[1].split()[0]
+                if state == "T":  # whoever it belongs to: the guard must not be stoppable
+                    stopped.append(p)
+            except (OSError, IndexError, ValueError):
+                pass
+    print("STOPPED_OTHERS", len(stopped), flush=True)
+    while True:
+        open("heartbeat", "w").write(str(time.time())); time.sleep(0.1)  # {ctx.token}
+    """
+    t = time.monotonic()
+    r, wd = _py(sb, ctx, "stopped_guard", code, Limits(wall_s=2, cpu_s=10, memory_mb=256, pids=32, file_mb=8))
+    took = time.monotonic() - t
+    hb = wd / "heartbeat"
+    before = hb.read_text() if hb.exists() else None
+    time.sleep(0.4)
+    after = hb.read_text() if hb.exists() else None
+    others = r.stdout.split("STOPPED_OTHERS")[1].split()[0] if "STOPPED_OTHERS" in r.stdout else "?"
+    ok = r.limit_hit == "timeout" and took < 2 + 10 and before == after and others == "0"
+    return ok, f"{r.describe()} after {took:.1f} s; guard processes stopped: {others}; " \
+        f"heartbeat {'still advancing' if before != after else 'stopped'}"
+
+
+@probe("cpu_spread", "spread CPU time over 4 processes (2 CPU-second limit for the sandbox)")
+def _cpu_spread(sb, ctx):
+    code = """
+    import os, time
+    for _ in range(4):
+        if os.fork() == 0:
+            while True:
+                pass
+    time.sleep(60)
+    """
+    t = time.monotonic()
+    r, _ = _py(sb, ctx, "cpu_spread", code, Limits(wall_s=40, cpu_s=2, memory_mb=256, pids=32, file_mb=8))
+    used = r.extra.get("cpu_s")
+    ok = r.limit_hit == "cpu" and used is not None and used < 2 + 2.5
+    return ok, f"{r.describe()} after {time.monotonic() - t:.1f} s wall, {used} CPU-s in all"
 
 
 def run_probes(sandbox: Sandbox, names: list[str] | None = None,

@@ -286,8 +286,9 @@ def release(workdir: str | os.PathLike, keep: bool = False) -> bool:
 
 
 def mounted() -> list[str]:
+    """Work directories this process has quota mounts on, deepest first."""
     with _lock:
-        return list(_mounts)
+        return sorted(_mounts, key=len, reverse=True)
 
 
 def _loop_mounts() -> list[tuple[str, str]]:

@@ -466,7 +466,8 @@ def test_docker_reaps_expired_sandboxes_on_start_and_from_the_watchdog():
                                           labels={LABEL: "x", f"{LABEL}.deadline": str(time.time() - 1)})
     expired.start()
     sb.reap_expired()  # (a running watchdog may get there first: either way it must be gone)
-    assert not sb.client.containers.list(all=True, filters={"id": expired.id})
+    _wait_for(lambda: not sb.client.containers.list(all=True, filters={"id": expired.id}), 10,
+              "the expired container's removal")
     expired = sb.client.containers.create(IMAGE, ["sleep", "60"],
                                           labels={LABEL: "x", f"{LABEL}.deadline": str(time.time() + 1)})
     expired.start()
