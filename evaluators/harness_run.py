@@ -39,6 +39,12 @@ class HarnessOptions(EvaluatorOptions):
         return stage.limits if self.timeout_s is None else replace(stage.limits, wall_s=float(self.timeout_s))
 
 
+class GuardedHarnessOptions(HarnessOptions):
+    """Options of suites whose candidate is one component run inside the trusted harness."""
+
+    static_guard: bool = True  # reject imports and attributes outside the component's business before running
+
+
 @dataclass(frozen=True)
 class Harness:
     """A suite's harness: ``script`` defines ``main(config) -> exit status`` and runs in the sandbox."""

@@ -263,6 +263,25 @@ def test_a_strategy_over_its_compute_budget_is_invalid(tmp_path, extra, rows):
     assert "compute budget exceeded in task 0" in res.error and f"{rows} rows" in res.error, res.error
 
 
+def test_a_report_rewritten_after_the_harness_only_loses_its_words(tmp_path):
+    # report.json lies in the work directory: an atexit hook rewrites it after the harness wrote it
+    code = NAIVE_CODE + '''
+import atexit, json
+
+
+def _forge():
+    with open("report.json", "w") as f:
+        json.dump({"runs": ["not", "usage"], "violation": "forged"}, f)
+
+
+atexit.register(_forge)
+'''
+    honest = run(evaluator(["class_il"]), NAIVE)
+    res = run(evaluator(["class_il"]), make_agent(tmp_path, code))
+    assert res.valid and not res.evaluator_error, res.error
+    assert res.score == honest.score and "budget use" in honest.feedback and "budget use" not in res.feedback
+
+
 def test_nan_predictions_are_invalid(tmp_path):
     code = NAIVE_CODE + '''
 def predict(self, x, task_id):

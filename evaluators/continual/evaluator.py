@@ -206,7 +206,7 @@ class ContinualEvaluator(Evaluator):
         metrics["valid"] = 1.0
         if hidden_score is not None:
             metrics["hidden_score"] = hidden_score
-        return StageOutcome(score=score, metrics=metrics, feedback=self._feedback(metrics, report, runs, plan))
+        return StageOutcome(score=score, metrics=metrics, feedback=self._feedback(metrics, report, plan))
 
     # -- steps ----------------------------------------------------------------------------------
     def _write_inputs(self, workdir: Path, runs: list[_Run]) -> dict:
@@ -242,18 +242,16 @@ class ContinualEvaluator(Evaluator):
         ends = [(t + 1) * per_task - 1 for t in range(NUM_TASKS)]
         return curve, ends
 
-    def _feedback(self, metrics: dict[str, float], report: dict, runs: list[_Run], plan: dict) -> str:
+    def _feedback(self, metrics: dict[str, float], report: dict, plan: dict) -> str:
         lines = [f"{plan['public']} public seed(s) per stream:"]
         for s in self.scenarios:
             lines.append(
                 f"{s}: ACC {metrics[f'{s}_acc']:.3f} ± {metrics[f'{s}_acc_std']:.3f}, WC-ACC {metrics[f'{s}_wc_acc']:.3f} ± {metrics[f'{s}_wc_acc_std']:.3f}, "
                 f"min-ACC {metrics[f'{s}_min_acc']:.3f}, BWT {metrics[f'{s}_bwt']:+.3f}, forgetting {metrics[f'{s}_forgetting']:.3f}"
             )
-        usage = [u for u in (report.get("runs") or {}).values() if isinstance(u, dict)]
+        usage = _budget_use(report)
         if usage:
-            data_b = max(int(u.get("data_bytes", 0)) for u in usage)
-            param_b = max(int(u.get("param_bytes", 0)) for u in usage)
-            rows = max(max(u.get("rows") or [0]) for u in usage)
+            data_b, param_b, rows = usage
             b = self.budget
             lines.append(
                 f"budget use (worst run): data {data_b} of {b['buffer_size'] * (INPUT_DIM * 4 + 8 + NUM_CLASSES * 4)} bytes, "
@@ -261,3 +259,20 @@ class ContinualEvaluator(Evaluator):
                 f"{rows} of {b['passes'] * b['iterations'] * b['batch_size']} rows per task"
             )
         return "\n".join(lines)
+
+
+def _budget_use(report: dict) -> tuple[int, int, int] | None:
+    """Worst run's (data bytes, parameter-shaped bytes, rows per task) from the harness's report.
+
+    report.json lies in the candidate's work directory, which it could rewrite after the harness
+    (atexit): these numbers only become words for the FM, and a malformed report drops them
+    instead of failing the evaluator.
+    """
+    try:
+        usage = [u for u in (report.get("runs") or {}).values() if isinstance(u, dict)]
+        if not usage:
+            return None
+        return (max(int(u.get("data_bytes", 0)) for u in usage), max(int(u.get("param_bytes", 0)) for u in usage),
+                max(int(max(u.get("rows") or [0])) for u in usage))
+    except (AttributeError, TypeError, ValueError):
+        return None

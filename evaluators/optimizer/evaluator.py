@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, load_npz_artifact
-from evaluators.harness_run import Harness, HarnessOptions
+from evaluators.harness_run import GuardedHarnessOptions, Harness
 from evaluators.optimizer import suite
 from evaluators.optimizer.metrics import CLIP, FLOORS, aggregate, choose_lr, log_ratio, mean_std
 from evaluators.tensors import checked_tensors, one_thread
@@ -48,10 +48,6 @@ The seed is Adam with a fixed learning rate of 0.01. Ideas: adapt the step size 
 variants, sign-based or normalised updates, clipping."""
 
 
-class OptimizerOptions(HarnessOptions):
-    static_guard: bool = True  # reject imports and attributes outside the rule's business before running
-
-
 class OptimizerEvaluator(Evaluator):
     name = "optimizer"
     task = TASK
@@ -78,7 +74,7 @@ class OptimizerEvaluator(Evaluator):
         MetricSpec("hidden_log_ratio_std", 0.0, 2 * CLIP, public=False, higher_is_better=False),
     )
 
-    Options = OptimizerOptions
+    Options = GuardedHarnessOptions
 
     def seed_agent(self) -> Path:
         return HERE / "seed"

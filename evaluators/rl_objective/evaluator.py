@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 from evaluators.api import CandidateRun, Evaluator, MetricSpec, Stage, StageOutcome, load_npz_artifact
-from evaluators.harness_run import Harness, HarnessOptions
+from evaluators.harness_run import GuardedHarnessOptions, Harness
 from evaluators.rl_objective import suite
 from evaluators.rl_objective.metrics import mean_std, normalise, optimal_return
 from evaluators.tensors import checked_tensors, one_thread
@@ -41,10 +41,6 @@ out the trained policies itself: score = return normalised between a random poli
 clipped objective (1), averaged over environments. A non-finite loss is invalid ("diverged").
 Ideas: different clipping/drift functions of ratio or log_ratio, asymmetric treatment of positive
 and negative advantages, schedules over lifetime_fraction, entropy terms that decay."""
-
-
-class RLObjectiveOptions(HarnessOptions):
-    static_guard: bool = True  # reject imports and attributes outside the objective's business before running
 
 
 class RLObjectiveEvaluator(Evaluator):
@@ -77,7 +73,7 @@ class RLObjectiveEvaluator(Evaluator):
         MetricSpec("heldout_grid", -100.0, 1.001, public=False),
     )
 
-    Options = RLObjectiveOptions
+    Options = GuardedHarnessOptions
 
     def seed_agent(self) -> Path:
         return HERE / "seed"
