@@ -28,8 +28,7 @@ def _keep(n: int, max_points: int) -> list[int]:
     """Indices 0..n-1 thinned to about max_points, always keeping the first and the last."""
     if n <= max_points:
         return list(range(n))
-    step = (n - 1) / (max_points - 1)
-    return sorted({round(i * step) for i in range(max_points)})
+    return sorted({i * (n - 1) // (max_points - 1) for i in range(max_points)})
 
 
 def progress(nodes: Sequence[Node], max_points: int = 2000) -> dict[str, Any]:

@@ -166,8 +166,12 @@ def create_app(runs: Sequence[RunView], *, token: str | None = None, loopback: b
         view.refresh()
         return JSONResponse(view.summary(), headers={"Cache-Control": "no-store"})
 
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)
+
     routes = [
         Route("/", index),
+        Route("/favicon.ico", no_icon),
         Route("/api/runs", api_runs),
         Route("/api/runs/{run:int}/nodes", api_nodes),
         Route("/api/runs/{run:int}/nodes/{node:int}", api_node),

@@ -124,8 +124,10 @@
     parts.push(section("metrics", [el("h4", { text: "public (shown to the FM)" }), kvTable(n.public_metrics, "public"),
       el("h4", { text: "private (never shown to the FM)" }), kvTable(n.private_metrics, "private")], true, "metrics"));
     parts.push(section("code", filesBlock(detail.files), false, "code"));
-    parts.push(section("prompt", pre(n.prompt || "(no prompt: this node called no model)"), false, "prompt"));
-    parts.push(section("answer", pre(n.response || "(no answer)"), false, "answer"));
+    // a self-improvement step keeps its improver's model calls in `prompt` and its output in `response`
+    const self = n.operator === "self";
+    parts.push(section(self ? "improver transcript (model calls)" : "prompt", pre(n.prompt || "(no prompt: this node called no model)"), self, "prompt"));
+    parts.push(section(self ? "improver output" : "answer", pre(n.response || "(no answer)"), false, "answer"));
     if (n.feedback) parts.push(section("feedback (all of it)", pre(n.feedback), false, "feedback"));
     if (detail.transcript) parts.push(section("improver transcript", pre(typeof detail.transcript === "string" ? detail.transcript : JSON.stringify(detail.transcript, null, 1)), false, "transcript"));
     parts.push(section("usage and timings", usageBlock(n), false, "usage"));
