@@ -1,12 +1,18 @@
 """Sandbox start overhead and the cost of ``import torch``, measured on this machine.
 
-    .venv/bin/python bench/bench_sandbox.py [--repeat 30] [--no-docker] [--no-torch]
+    .venv/bin/python bench/bench_sandbox.py [--repeat 30] [--no-docker] [--no-torch] [--before REV]
 
 Each row runs ``true`` (or a trivial torch op) N times and reports the median and p90 wall time of
 one complete run as the caller sees it (spawn, wait, capture, clean-up). Overheads are medians minus
 the bare ``subprocess.run(["true"])`` median. Targets: bwrap <= 20 ms over bare, docker run <= 250
 ms. Results go to ``bench/results/sandbox.json`` and a table is printed. The machine may be shared:
 the load average is recorded with the numbers.
+
+``--before REV`` (default ``5b04c16``, the code before issue 15's hardening) also loads that
+revision's ``sandboxes`` package (``git archive``, imported as ``sandboxes_old``) and times it in
+the same rounds: ``bwrap_before`` / ``docker_before`` against ``bwrap`` / ``docker`` (seccomp, a
+pool uid, a quota mount reused by the work dir), and ``bwrap_fresh_quota_workdir`` (a new work dir
+per run: attaching its quota mount, the run, and ``remove_tree``, i.e. one evaluation stage).
 """
 
 from __future__ import annotations
@@ -93,21 +99,59 @@ def _cpu_now() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
-def bench_start(repeat: int, docker: bool) -> dict:
+def load_before(rev: str):
+    """The ``sandboxes`` package as of ``rev``, imported as ``sandboxes_old`` (None if unavailable)."""
+    import importlib.util
+
+    dest = Path(tempfile.mkdtemp(prefix="dgm-bench-before-"))
+    p = subprocess.run(f"git -C {ROOT} archive {rev} sandboxes | tar -x -C {dest}", shell=True,
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"--before {rev}: {p.stderr.strip()}", file=sys.stderr)
+        return None
+    pkg = dest / "sandboxes"
+    spec = importlib.util.spec_from_file_location("sandboxes_old", pkg / "__init__.py",
+                                                  submodule_search_locations=[str(pkg)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["sandboxes_old"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def bench_start(repeat: int, docker: bool, before: str | None = None) -> dict:
+    from sandboxes import fs
     from sandboxes.bwrap import BwrapSandbox
     from sandboxes.process import ProcessSandbox
 
+    old = load_before(before) if before else None
     wd = Path(tempfile.mkdtemp(prefix="dgm-bench-"))
+    wd_old = Path(tempfile.mkdtemp(prefix="dgm-bench-old-"))
     ro = python_ro_paths()
     fns = {"bare_subprocess": lambda: subprocess.run(["true"], env={"PATH": "/usr/bin:/bin"})}
     if BwrapSandbox.available():
+        if old is not None:
+            import sandboxes_old.bwrap  # noqa: F401
+
+            sb_old = sys.modules["sandboxes_old.bwrap"].BwrapSandbox()
+            fns["bwrap_before"] = lambda: _check(sb_old.run(["true"], wd_old, LIMITS, ro_paths=ro))
         for name, sb in (("bwrap", BwrapSandbox()), ("bwrap_no_cgroup", BwrapSandbox(cgroups=False))):
             fns[name] = lambda sb=sb: _check(sb.run(["true"], wd, LIMITS, ro_paths=ro))
+        sb_q = BwrapSandbox()
+
+        def fresh() -> object:  # one evaluation stage: new work dir, quota attach, run, removal
+            d = Path(tempfile.mkdtemp(prefix="dgm-bench-stage-"))
+            (d / "agent.py").write_text("print('agent')\n")
+            try:
+                return _check(sb_q.run(["true"], d, LIMITS, ro_paths=ro))
+            finally:
+                fs.remove_tree(d)
+
+        fns["bwrap_fresh_quota_workdir"] = fresh
     fns["process"] = lambda sb=ProcessSandbox(): _check(sb.run(["true"], wd, LIMITS))
     rows = _interleaved(fns, repeat)
     # A campaign starts one sandbox every few seconds, not back to back. The first cgroup move
     # after a pause waits for an RCU grace period (10-20 ms here), so measure that pattern too.
-    iso = {k: fns[k] for k in ("bare_subprocess", "bwrap", "bwrap_no_cgroup", "process") if k in fns}
+    iso = {k: fns[k] for k in ("bare_subprocess", "bwrap_before", "bwrap", "bwrap_no_cgroup", "process") if k in fns}
     idle = {f"{k}_after_idle": (lambda f=f: (time.sleep(IDLE_S), f())[1]) for k, f in iso.items()}
     for k, row in _interleaved(idle, max(8, repeat // 4), warmup=0).items():
         for key in ("median_ms", "p90_ms", "min_ms"):
@@ -127,20 +171,33 @@ def bench_start(repeat: int, docker: bool) -> dict:
             n = max(5, repeat // 3)
             c = client.containers.run(sb.image, ["sleep", "600"], detach=True, network_mode="none",
                                       user="65534:65534", read_only=True, labels={"dgm.sandbox": "bench"})
+            dfns = {}
+            if old is not None:
+                import sandboxes_old.docker_backend  # noqa: F401
+
+                sbd_old = sys.modules["sandboxes_old.docker_backend"].DockerSandbox(client=client)
+                dfns["docker_before"] = lambda: _check(sbd_old.run(["true"], wd_old, LIMITS))
             try:
                 rows.update(_interleaved({
+                    **dfns,
                     "docker_run": lambda: _check(sb.run(["true"], wd, LIMITS)),
                     "docker_exec_warm_raw": lambda: c.exec_run(["true"]),
                     "bare_subprocess_docker_rounds": fns["bare_subprocess"],
                 }, n, warmup=1))
             finally:
                 c.remove(force=True)
+                sb.close()
         except Exception as e:  # docker is optional here
             rows["docker_run"] = {"error": str(e)}
     for name, row in rows.items():
         if "median_ms" in row and not name.startswith("bare_subprocess"):
             base = rows["bare_subprocess_after_idle" if name.endswith("_after_idle") else "bare_subprocess"]
             row["over_bare_ms"] = round(row["median_ms"] - base["median_ms"], 2)
+    for new, before in (("bwrap", "bwrap_before"), ("docker_run", "docker_before")):
+        if "median_ms" in rows.get(new, {}) and "median_ms" in rows.get(before, {}):
+            rows[new]["over_before_ms"] = round(rows[new]["median_ms"] - rows[before]["median_ms"], 2)
+    fs.remove_tree(wd)
+    fs.remove_tree(wd_old)
     return rows
 
 
@@ -186,6 +243,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--no-docker", action="store_true")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--before", default="5b04c16", help="revision to time side by side ('' = none)")
+    ap.add_argument("--out", default=str(RESULTS), help="where the JSON goes")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("note: not root; cgroups and the uid switch may be unavailable", file=sys.stderr)
@@ -200,30 +259,33 @@ def main() -> None:
                   "CPU of the bench process and its reaped children per run (docker: client side "
                   "only, the daemon's work is not counted); torch rows: python -c 'import torch; "
                   "64x64 matmul' fresh, inside bwrap, and forked from a worker that imported torch",
-        "start": bench_start(args.repeat, docker=not args.no_docker),
+        "before_rev": args.before or None,
+        "start": bench_start(args.repeat, docker=not args.no_docker, before=args.before or None),
     }
     if not args.no_torch:
         results["torch"] = bench_torch(args.repeat)
     results["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
 
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"sandbox start overhead ({os.cpu_count()} CPUs, load {load_before[0]:.1f})")
-    for col in ("what", "median ms", "p90 ms", "over bare ms", "cpu ms", "n"):
+    for col in ("what", "median ms", "p90 ms", "over bare ms", "over before ms", "cpu ms", "n"):
         table.add_column(col, justify="left" if col == "what" else "right")
     for section in ("start", "torch"):
         for name, row in results.get(section, {}).items():
             if "error" in row:
-                table.add_row(name, "-", "-", row["error"][:40], "-")
+                table.add_row(name, "-", "-", row["error"][:40], "-", "-", "-")
                 continue
             table.add_row(name, f"{row['median_ms']:.1f}", f"{row['p90_ms']:.1f}",
                           f"{row['over_bare_ms']:.1f}" if "over_bare_ms" in row else "",
+                          f"{row['over_before_ms']:+.1f}" if "over_before_ms" in row else "",
                           f"{row['cpu_ms']:.1f}" if "cpu_ms" in row else "", str(row["n"]))
     Console().print(table)
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

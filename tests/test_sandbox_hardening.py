@@ -160,7 +160,8 @@ def test_inode_quota_stops_many_empty_files(backend, tmp_path):
 
 @needs_root
 @needs_bwrap
-def test_quota_workdir_keeps_its_contents_between_runs_and_is_released_when_emptied(tmp_path):
+def test_quota_workdir_keeps_its_contents_between_runs_and_is_released_when_emptied(tmp_path, monkeypatch):
+    monkeypatch.setattr(quota, "IDLE_EMPTY_RELEASE_S", 0.0)
     sb = _sb("bwrap", **QUOTA)
     wd = tmp_path / "wd"
     wd.mkdir()
