@@ -205,7 +205,7 @@
     const head = ["run", "nodes", "iterations", "admitted", "invalid", "failed", "best", "seed", "FM calls", "tokens", "cost"];
     $("compare-table").replaceChildren(
       el("tr", {}, head.map(h => el("th", { text: h }))),
-      rows.map(r => {
+      ...rows.map(r => {
         const s = r.summary || { counts: {} };
         return el("tr", {}, [r.name, s.nodes, s.iterations, s.counts.admitted || 0, s.counts.invalid || 0, s.counts.failed || 0,
           s.best ? `${f.score(s.best.score)} (node ${s.best.id})` : "–", f.score(s.seed_score), s.fm_calls, f.int(s.tokens), f.usd(s.cost_usd)]
