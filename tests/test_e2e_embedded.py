@@ -33,3 +33,25 @@ def test_three_iterations_on_the_embedded_model(tmp_path):
             assert node.error  # every failure carries its reason in words
     # each call used its own sampling seed: the three answers are not all the same
     assert len({n.response for n in children}) > 1
+
+
+def test_one_self_step_on_the_embedded_model(tmp_path):
+    """The seed agent's own improver, in the sandbox, asks the real model through the proxy."""
+    import json
+
+    cfg = load_config(write_campaign(tmp_path / "camp", "circle_packing"))
+    cfg.fm.max_tokens = 500
+    cfg.mutation.operators = {"self": 1.0}
+    cfg.mutation.improver.calls = 1  # one model call: a second is refused (and recorded)
+    with open_fm(cfg.fm) as fm:
+        stats = Campaign(cfg, tmp_path / "camp" / "run", fm).run(1)
+    assert stats.started == 1
+    with Archive.open(tmp_path / "camp" / "run", readonly=True) as archive:
+        assert archive.check() == []
+        child = archive.nodes()[1]
+    assert child.operator == "self" and child.status.finished
+    calls = json.loads(child.prompt)  # the improver's transcript: its model calls through the proxy
+    assert calls and calls[0]["status"] == 200 and calls[0]["tokens"] > 100
+    assert child.prompt_tokens > 100 and child.completion_tokens > 0 and "[exit]" in child.response
+    if child.status == NodeStatus.INVALID:
+        assert child.error  # e.g. the model's answer did not apply: the reason is recorded
