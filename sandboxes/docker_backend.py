@@ -461,7 +461,11 @@ class DockerSandbox(Sandbox):
             kw["name"] = f"dgm-sbx-{uuid.uuid4().hex[:12]}"
             try:
                 container = self.client.containers.create(**kw)
-                ensure_watchdog()  # after the labelled container exists (see _docker_watchdog)
+                try:
+                    ensure_watchdog()  # after the labelled container exists (see _docker_watchdog)
+                except OSError as e:  # e.g. a non-root user and root's lock file
+                    log.warning("could not start the docker deadline watchdog (%s); the guard "
+                                "inside the container still ends it", e)
                 container.start()
             except docker.errors.APIError as e:
                 msg = str(e)

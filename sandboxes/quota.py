@@ -159,17 +159,65 @@ def _take_image(disk: int, inodes: int) -> Path:
 
 
 def _umount(path: str) -> None:
-    if _libc.umount2(os.fsencode(path), 0) != 0:
+    """Detach the mount now (MNT_DETACH: no sync of data that is being thrown away; the kernel
+    frees the file system, and autoclear the loop device, as soon as nothing uses it)."""
+    if _libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
         err = ctypes.get_errno()
-        if err == errno.EBUSY:  # something still holds it: detach now, freed when let go
-            if _libc.umount2(os.fsencode(path), MNT_DETACH) == 0:
-                return
-            err = ctypes.get_errno()
         if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point (any more)
             raise OSError(err, f"umount {path}: {os.strerror(err)}")
 
 
+_LOOP_CTL_GET_FREE = 0x4C82
+_LOOP_CONFIGURE = 0x4C0A  # Linux >= 5.8: attach + set flags in one ioctl
+_LO_FLAGS_AUTOCLEAR = 4
+_MS_NOSUID, _MS_NODEV, _MS_NOATIME = 2, 4, 1024
+
+
+def _mount_direct(image: Path, target: str) -> None:
+    """Loop-attach ``image`` (autoclear: the device detaches when the mount goes) and mount it,
+    with ioctl + mount(2): no ``mount`` process (~5 ms here)."""
+    import fcntl
+    import struct
+
+    ifd = os.open(image, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            for _ in range(8):  # another process may take the free device first
+                n = fcntl.ioctl(ctl, _LOOP_CTL_GET_FREE)
+                dev = f"/dev/loop{n}"
+                lfd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+                try:
+                    # struct loop_config {u32 fd; u32 block_size; loop_info64 info (lo_flags at
+                    # offset 52 of 232 bytes); u64 reserved[8]}
+                    cfg = bytearray(8 + 232 + 64)
+                    struct.pack_into("=II", cfg, 0, ifd, 0)
+                    struct.pack_into("=I", cfg, 8 + 52, _LO_FLAGS_AUTOCLEAR)
+                    try:
+                        fcntl.ioctl(lfd, _LOOP_CONFIGURE, bytes(cfg))
+                    except OSError as e:
+                        if e.errno == errno.EBUSY:
+                            continue
+                        raise
+                    if _libc.mount(dev.encode(), os.fsencode(target), b"ext4",
+                                   _MS_NOSUID | _MS_NODEV | _MS_NOATIME, b"noinit_itable") != 0:
+                        err = ctypes.get_errno()
+                        raise OSError(err, f"mount {dev} on {target}: {os.strerror(err)}")
+                    return
+                finally:
+                    os.close(lfd)  # autoclear: detached now if the mount failed, else on umount
+            raise OSError(errno.EBUSY, "no free loop device")
+        finally:
+            os.close(ctl)
+    finally:
+        os.close(ifd)
+
+
 def _mount(image: Path, target: str) -> None:
+    try:
+        return _mount_direct(image, target)
+    except OSError as e:  # old kernel (no LOOP_CONFIGURE), odd setup: the mount(8) way
+        log.debug("direct loop mount failed (%s); using mount(8)", e)
     p = subprocess.run([_MOUNT, "-t", "ext4", "-o", MOUNT_OPTS, str(image), target],
                        capture_output=True, text=True, env={"PATH": _SBIN})
     if p.returncode != 0:
@@ -387,6 +435,16 @@ def _at_exit() -> None:
                 pass
 
 
+def _forget_in_child() -> None:
+    """A forked child owns none of its parent's mounts or spares: it must not release them."""
+    global _lock
+    _lock = threading.RLock()
+    _mounts.clear()
+    _spares.clear()
+    _preparing.clear()
+
+
 import atexit  # noqa: E402
 
 atexit.register(_at_exit)
+os.register_at_fork(after_in_child=_forget_in_child)
