@@ -74,13 +74,20 @@ class CandidateRun:
     gpu: Any = None  # a sandboxes.gpu.GpuLease when a GPU was leased for this evaluation
     #: host paths that look empty inside the sandbox (default: datasets bundled in packages)
     hide: list[Path] = field(default_factory=lambda: bundled_data_dirs())
+    #: the FM proxy's Unix socket, when the evaluator has ``fm_access`` and the campaign serves one:
+    #: ``execute`` makes it reachable in the sandbox (read-only directory) as ``DGM_FM_SOCKET``
+    fm_socket: Path | None = None
 
     def execute(self, argv: Sequence[str], limits: Limits, env: Mapping[str, str] | None = None) -> RunResult:
         """Run ``argv`` in the sandbox with ``workdir`` as cwd; the result is also kept in ``runs``."""
         from sandboxes.base import python_ro_paths
 
         full_env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", **self.env, **(env or {})}
-        result = self.sandbox.run(list(argv), self.workdir, limits, env=full_env, ro_paths=python_ro_paths(), hide=self.hide, gpu=self.gpu)
+        ro_paths = python_ro_paths()
+        if self.fm_socket is not None:
+            full_env["DGM_FM_SOCKET"] = str(self.fm_socket)
+            ro_paths = [*ro_paths, Path(self.fm_socket).parent]
+        result = self.sandbox.run(list(argv), self.workdir, limits, env=full_env, ro_paths=ro_paths, hide=self.hide, gpu=self.gpu)
         self.runs.append(result)
         return result
 
@@ -209,6 +216,10 @@ class Evaluator(abc.ABC):
     ideas: ClassVar[Sequence[str]] = ()
     #: the model of ``[evaluator.options]`` (default: no options)
     Options: ClassVar[type[EvaluatorOptions]] = EvaluatorOptions
+    #: True: the candidate may call the model while it is evaluated (a coding agent's tool loop).
+    #: The campaign then serves an FM proxy for each evaluation, within ``[evaluation] fm_calls`` and
+    #: ``fm_tokens``, and charges its calls to the node; ``CandidateRun.fm_socket`` is its socket.
+    fm_access: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         """``options`` come from the campaign's ``[evaluator.options]`` table; ``self.options`` is
@@ -217,12 +228,14 @@ class Evaluator(abc.ABC):
 
     @classmethod
     def options_model(cls) -> type[EvaluatorOptions]:
+        """:attr:`Options`, or for an evaluator that only overrides ``option_names()``, those names."""
         if cls.Options is EvaluatorOptions and getattr(cls.option_names, "__func__", None) is not _base_option_names:
             return _legacy_options_model(cls)
         return cls.Options
 
     @classmethod
     def parse_options(cls, options: Mapping[str, Any]) -> EvaluatorOptions:
+        """Validated options; raises :class:`EvaluatorOptionsError`."""
         model = cls.options_model()
         try:
             return model(**options)

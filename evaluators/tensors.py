@@ -42,7 +42,12 @@ _saved = 0
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """Torch on one thread while the evaluator scores, so scores do not depend on the machine's
-    core count; safe for concurrent threads (the count is restored when the last one leaves)."""
+    core count; safe for concurrent threads (the count is restored when the last one leaves).
+
+    Denormals are flushed in the calling thread, as in every harness, so that evaluator-side numbers
+    match the harness's: it is the thread's own CPU state, and a pool thread keeps it for the next
+    evaluation it scores (left on, not restored: torch cannot read it back).
+    """
     import torch
 
     global _inside, _saved
@@ -51,6 +56,7 @@ def one_thread() -> Iterator[None]:
             _saved = torch.get_num_threads()
         _inside += 1
         torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
     try:
         yield
     finally:

@@ -70,6 +70,21 @@ def test_overlapping_scorers_stay_on_one_thread_and_the_last_restores(three_thre
     assert fresh_thread_count() == 3  # the last one out restored the process's count
 
 
+def test_scoring_flushes_denormals_as_the_harness_does():
+    seen = []
+
+    def scorer():  # in a thread of its own: flushing is per-thread CPU state
+        torch.set_flush_denormal(False)
+        seen.append((torch.tensor([1e-39]) * 1.0).item())  # a float32 denormal
+        with one_thread():
+            seen.append((torch.tensor([1e-39]) * 1.0).item())
+
+    t = threading.Thread(target=scorer)
+    t.start()
+    t.join(DEADLINE_S)
+    assert seen[0] != 0.0 and seen[1] == 0.0
+
+
 def test_a_scorer_that_raises_still_restores(three_threads):
     with pytest.raises(RuntimeError):
         with one_thread():

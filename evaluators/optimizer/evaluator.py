@@ -143,7 +143,6 @@ def adam_baseline(task: dict) -> tuple[float, list[float], list[float]]:
         train, held = task_data(task)
         seeds, grid = task["seeds"], baseline.LR_GRID
         with one_thread():
-            torch.set_flush_denormal(True)
             try:
                 final = harness.train(task["spec"], train, baseline.AdamGrid(grid, len(seeds)), seeds * len(grid),
                                       task["data_seed"], T, torch)

@@ -127,11 +127,8 @@ def load_checkpoint(path: Path, run: dict) -> dict:
 
 def score_run(run: dict, params: dict, reference: dict, stage: str, seed: int) -> dict:
     """Roll the saved policies out on the evaluator's own environment copies; normalise per seed."""
-    import torch
-
     from evaluators.rl_objective.core import episode_returns
 
-    torch.set_flush_denormal(True)
     kind = run["env"]["kind"]
     eval_seed = random.Random(f"rl_objective/eval/{seed}/{stage}/{run['id']}").getrandbits(31)
     with one_thread():
