@@ -51,6 +51,7 @@ class EvaluationResult:
     stages: list[StageResult] = field(default_factory=list)
     evaluator_error: str = ""  # a fault of the evaluator or the sandbox, not of the candidate
     selected: int = 0  # how many stages were selected to run (0: unknown, treat what ran as all)
+    fm_usage: dict[str, Any] = field(default_factory=dict)  # the candidate's own model calls (fm_access)
 
     @property
     def _ran_all(self) -> bool:
@@ -185,11 +186,13 @@ def evaluate(
     workroot: Path | None = None,
     python: str | None = None,
     gpu: Any = None,
+    fm_socket: Path | None = None,
 ) -> EvaluationResult:
     """Run ``evaluator``'s stages on the agent in ``agent_dir``, in order, stopping at the first stage
     that finds the candidate invalid or whose gate it does not pass.
 
     ``gpu`` is a :class:`sandboxes.gpu.GpuLease`; the candidate then sees only that device.
+    ``fm_socket`` is an FM proxy's socket, handed to the candidate only if ``evaluator.fm_access``.
     """
     selected = _select_stages(evaluator, stages)
     result = EvaluationResult(selected=len(selected))
@@ -198,7 +201,8 @@ def evaluate(
     workroot.mkdir(parents=True, exist_ok=True)
     for stage in selected:
         try:
-            stage_result = _run_stage(evaluator, stage, agent_dir, sandbox, seed, device, env, workroot, python, gpu)
+            stage_result = _run_stage(evaluator, stage, agent_dir, sandbox, seed, device, env, workroot, python, gpu,
+                                      fm_socket if evaluator.fm_access else None)
         except _EvaluatorFault as fault:
             result.evaluator_error = str(fault)
             break
@@ -227,14 +231,14 @@ class _EvaluatorFault(Exception):
     """The evaluator or the sandbox broke: the node is ``failed``, not ``invalid``."""
 
 
-def _run_stage(evaluator, stage, agent_dir, sandbox, seed, device, env, workroot, python, gpu) -> StageResult:
+def _run_stage(evaluator, stage, agent_dir, sandbox, seed, device, env, workroot, python, gpu, fm_socket) -> StageResult:
     workdir = Path(tempfile.mkdtemp(prefix=f"{stage.name}-", dir=workroot))
     t0 = time.perf_counter()
     try:
         copy_agent(Path(agent_dir), workdir)
         run = CandidateRun(
             workdir=workdir, sandbox=sandbox, python=python or sys.executable, seed=seed, device=device,
-            env=dict(env or {}), gpu=gpu,
+            env=dict(env or {}), gpu=gpu, fm_socket=fm_socket,
         )
         try:
             outcome = evaluator.run_stage(stage, run)

@@ -30,7 +30,7 @@ from orchestrator.config import CampaignConfig
 from orchestrator.context import ContextBuilder
 from orchestrator.errors import CampaignError
 from orchestrator.events import NodeEvent
-from orchestrator.executor import EvalJob, Executor, LocalExecutor, SandboxSpec
+from orchestrator.executor import EvalJob, EvaluationEnvironment, Executor, LocalExecutor, SandboxSpec
 from orchestrator.ledger import Ledger
 from orchestrator.memory import ProgramMemory
 from orchestrator.mutation.operators import Operator, Proposal, Sampling
@@ -96,7 +96,7 @@ class Campaign:
         self.plan = plan or CampaignPlan.from_config(cfg)
         self.evaluator = self.plan.evaluator
         self.operators: dict[str, Operator] = self.plan.operators
-        self.executor = executor or LocalExecutor(cfg.evaluation.workers)
+        self.executor = executor or LocalExecutor(cfg.evaluation.workers, EvaluationEnvironment(fm=fm))
         self.on_update = on_update or (lambda stats: None)
         self.sandbox = SandboxSpec(cfg.sandbox.backend, cfg.sandbox.trusted, cfg.evaluation.use_gpu, cfg.evaluation.evals_per_gpu)
         self.eval_seed = random.Random(f"eval-{cfg.campaign.random_seed}").randrange(2**31)
@@ -246,7 +246,7 @@ class Campaign:
         ctx = self.context.build(parent, self.rng)
         sampling = Sampling(
             self.cfg.fm.sample_temperature(self.rng), self.rng.randrange(2**31), self.cfg.fm.max_tokens,
-            tokens_left=None if self.cfg.budget.max_tokens is None else self.cfg.budget.max_tokens - self.ledger.usage.tokens,
+            tokens_left=None if self.cfg.budget.max_tokens is None else self._tokens_left(self.cfg.budget.max_tokens),
         )
         self.stats.started += 1
         if op.calls_fm:
@@ -352,8 +352,14 @@ class Campaign:
         return EvalJob(
             node_id=node_id, files=self.files.tree(node_id), evaluator=self.cfg.evaluator.name,
             evaluator_options=self.cfg.evaluator.options, stages=self.cfg.evaluator.stages,
-            sandbox=self.sandbox, seed=self.eval_seed,
+            sandbox=self.sandbox, seed=self.eval_seed, fm_calls=self.cfg.evaluation.fm_calls,
+            fm_tokens=self._tokens_left(self.cfg.evaluation.fm_tokens),
         )
+
+    def _tokens_left(self, limit: int) -> int:
+        """``limit``, or less when the campaign's token budget has less left."""
+        budget = self.cfg.budget.max_tokens
+        return limit if budget is None else max(0, min(limit, budget - self.ledger.usage.tokens))
 
     def _evaluate(self, node_id: int | None, evaluating: dict[Future, PendingEvaluation]) -> None:
         """Send a recorded node to the executor (None: nothing to evaluate)."""
@@ -384,6 +390,15 @@ class Campaign:
             public_metrics=result.public_metrics, private_metrics=result.private_metrics,
             score=result.score, feedback=result.feedback,
         )
+        used = result.fm_usage
+        if used.get("calls"):  # the candidate's own model calls while evaluated are the node's too
+            fields.update(
+                prompt_tokens=node.prompt_tokens + used["prompt_tokens"],
+                completion_tokens=node.completion_tokens + used["completion_tokens"],
+                cost_usd=node.cost_usd + used["cost_usd"], fm_model=node.fm_model or used["model"],
+            )
+            timings["fm_calls"] = timings.get("fm_calls", 1.0 if node.fm_model else 0.0) + used["calls"]
+            timings["eval_fm_calls"] = float(used["calls"])
         timings["archive_s"] = timings.get("archive_s", 0.0) + (time.perf_counter() - t0)
         self._record(self.archive.update_node(node_id, timings=timings, **fields))
         score = "" if result.score is None else f" score {result.score:.4f}"

@@ -83,6 +83,9 @@ class EvaluationSection(_Section):
     workers: int = Field(2, ge=1, le=64)
     use_gpu: bool = True  # lease one GPU per evaluation when the machine has any
     evals_per_gpu: int = Field(1, ge=1, le=64)
+    # for evaluators whose candidates call the model while evaluated (fm_access): per evaluation
+    fm_calls: int = Field(400, gt=0, description="FM calls one evaluation may make; more are refused")
+    fm_tokens: int = Field(1_000_000, gt=0, description="FM tokens one evaluation may use; calls beyond are refused")
 
 
 class SandboxSection(_Section):

@@ -6,6 +6,8 @@ threads on this machine now, Ray workers beyond it later.
 from __future__ import annotations
 
 import abc
+import contextlib
+import os
 import shutil
 import tempfile
 import threading
@@ -36,6 +38,8 @@ class EvalJob:
     stages: list[str] | None = None
     sandbox: SandboxSpec = field(default_factory=SandboxSpec)
     seed: int = 0
+    fm_calls: int | None = None  # the candidate's own model calls allowed (evaluators with fm_access)
+    fm_tokens: int | None = None
 
 
 class EvaluationEnvironment:
@@ -43,9 +47,12 @@ class EvaluationEnvironment:
     (one per spec) and the GPU pool. An executor owns one and hands it to every job; a Ray worker
     would build its own. Safe to use from the evaluation thread pool."""
 
-    def __init__(self, *, gpu_pool: Any = None, sandboxes: dict[SandboxSpec, Any] | None = None) -> None:
+    def __init__(self, *, gpu_pool: Any = None, sandboxes: dict[SandboxSpec, Any] | None = None, fm: Any = None,
+                 evaluators: dict[str, Evaluator] | None = None) -> None:
+        self.fm = fm  # the campaign's FMClient, served to candidates of evaluators with fm_access
         self._lock = threading.Lock()
-        self._evaluators: dict[tuple, Evaluator] = {}
+        # instances given by name (with no options) are used as they are: tests, embedded plugins
+        self._evaluators: dict[tuple, Evaluator] = {(name, ()): ev for name, ev in (evaluators or {}).items()}
         self._sandboxes: dict[SandboxSpec, Any] = dict(sandboxes or {})
         self._gpu_pool = gpu_pool  # None: detected on first use (empty on a machine without GPUs)
         self._per_gpu: int | None = None
@@ -93,16 +100,45 @@ def run_job(job: EvalJob, env: EvaluationEnvironment) -> EvaluationResult:
     agent_dir = Path(tempfile.mkdtemp(prefix=f"dgm-agent-{job.node_id}-"))
     pool = env.gpu_pool(job.sandbox.evals_per_gpu) if job.sandbox.use_gpu else None
     lease = pool.lease(1) if pool is not None and len(pool) else None  # blocks until a slot is free
+    evaluator = env.evaluator(job.evaluator, job.evaluator_options)
     try:
         write_tree(job.files, agent_dir)
-        return evaluate(
-            env.evaluator(job.evaluator, job.evaluator_options), agent_dir, env.sandbox(job.sandbox),
-            seed=job.seed, stages=job.stages, device=lease.device if lease else "cpu", gpu=lease,
-        )
+        with _fm_for(evaluator, env, job) as proxy:
+            result = evaluate(
+                evaluator, agent_dir, env.sandbox(job.sandbox), seed=job.seed, stages=job.stages,
+                device=lease.device if lease else "cpu", gpu=lease,
+                fm_socket=proxy.socket_path if proxy is not None else None,
+            )
+            if proxy is not None:
+                t = proxy.totals()
+                result.fm_usage = {"calls": t.calls, "refused": proxy.refused, "prompt_tokens": t.prompt_tokens,
+                                   "completion_tokens": t.completion_tokens, "cost_usd": t.cost_usd,
+                                   "model": getattr(env.fm, "model", "")}
+        return result
     finally:
         if lease is not None:
             lease.release()  # on success, crash and timeout alike
         shutil.rmtree(agent_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _fm_for(evaluator: Evaluator, env: EvaluationEnvironment, job: EvalJob):
+    """An FM proxy for this evaluation's candidate, when its evaluator grants model access and the
+    campaign has a model; None otherwise. Its calls are tagged with the node being evaluated."""
+    if not evaluator.fm_access or env.fm is None:
+        yield None
+        return
+    from orchestrator.fm.proxy import Budget, FMProxy
+
+    sock_dir = Path(tempfile.mkdtemp(prefix="dgm-fm-", dir="/tmp"))  # short: a socket path has 107 bytes
+    os.chmod(sock_dir, 0o755)  # the sandbox's unprivileged uid connects to it
+    proxy = FMProxy(env.fm, sock_dir / "fm.sock", node_id=f"node-{job.node_id}",
+                    budget=Budget(limit_calls=job.fm_calls, limit_tokens=job.fm_tokens))
+    try:
+        with proxy:
+            yield proxy
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 class Executor(abc.ABC):

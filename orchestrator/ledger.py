@@ -115,7 +115,7 @@ class Ledger:
         return _Share(
             status=node.status,
             # an improver run may call the model several times (timings["fm_calls"]); one otherwise
-            fm_call=int(node.timings.get("fm_calls", 1)) if child and node.fm_model else 0,
+            fm_call=int(node.timings.get("fm_calls", 1 if child else 0)) if node.fm_model else 0,
             tokens=node.prompt_tokens + node.completion_tokens,
             cost_usd=node.cost_usd,
             admitted_child_of=node.parent_id if child and node.status == NodeStatus.ADMITTED else None,
