@@ -18,11 +18,11 @@ before the run and reads it after, at the same path):
 * :func:`sandboxes.fs.remove_tree` (use it instead of ``shutil.rmtree``) or :func:`release`
   unmounts it (the loop device is ``autoclear``: it detaches itself) and deletes the image. An
   idle quota mount whose file system is empty is released too when a new one is attached (after
-  ``IDLE_EMPTY_RELEASE_S``), so
-  callers that empty the directory with ``shutil.rmtree`` (which then fails on the mount point)
-  do not pile up mounts;
+  ``IDLE_EMPTY_RELEASE_S``, or beyond ``MAX_IDLE_EMPTY`` of them), so callers that empty the
+  directory with ``shutil.rmtree`` (which then fails on the mount point) do not pile up mounts;
 * images are named after the owning orchestrator (``<pid ns>.<pid>.<start time>``): at start,
-  mounts and images of dead owners are unmounted and deleted (:func:`sweep`).
+  mounts and images of dead owners are unmounted and deleted (:func:`sweep`, at the first attach
+  and every ``SWEEP_EVERY_S`` after: forked workers that exit with ``os._exit`` leave theirs).
 
 A formatted spare image is prepared in a background thread, so attaching costs one ``mount``
 (~4 ms) plus copying the work directory's contents, not a ``mkfs`` (~15 ms).
@@ -66,7 +66,10 @@ _lock = threading.RLock()
 _mounts: dict[str, "QuotaMount"] = {}
 _spares: dict[tuple[int, int], list[Path]] = {}
 _preparing: set[tuple[int, int]] = set()
-_swept = [False]
+_last_sweep = [-1e9]
+SWEEP_EVERY_S = 30.0
+#: at most this many idle, empty quota mounts stay attached (the oldest beyond go first)
+MAX_IDLE_EMPTY = 4
 
 
 class QuotaExceeded(OSError):
@@ -237,8 +240,8 @@ def attach(workdir: str, disk: int = DEFAULT_DISK, inodes: int = DEFAULT_INODES)
         raise ValueError(f"disk quota {disk} bytes is too small: at least {MIN_DISK} (4 MiB)")
     workdir = os.path.abspath(workdir)
     with _lock:
-        if not _swept[0]:
-            _swept[0] = True
+        if time.monotonic() - _last_sweep[0] > SWEEP_EVERY_S:  # dead owners' mounts and images
+            _last_sweep[0] = time.monotonic()
             try:
                 sweep()
             except OSError as e:
@@ -296,14 +299,19 @@ def done(qm: QuotaMount) -> None:
 def _release_idle_empty() -> None:
     """Release idle quota mounts whose file system is empty (lossless: a later run re-attaches)."""
     now = time.monotonic()
+    idle_empty = []
     for path, qm in list(_mounts.items()):
-        if qm.busy or now - qm.last_used < IDLE_EMPTY_RELEASE_S:
+        if qm.busy:
             continue
         try:
             empty = not os.listdir(path)
         except OSError:
             empty = True
         if empty:
+            idle_empty.append((qm.last_used, path))
+    idle_empty.sort()
+    for i, (last_used, path) in enumerate(idle_empty):
+        if now - last_used >= IDLE_EMPTY_RELEASE_S or i < len(idle_empty) - MAX_IDLE_EMPTY:
             _release_locked(path)
 
 
