@@ -504,3 +504,41 @@ def test_check_has_a_probe_for_each_escape():
     for name in ("disk_quota", "inode_quota", "deep_tree", "user_namespace", "keyring",
                  "per_uid_quota", "stopped_guard", "cpu_spread"):
         assert name in PROBES
+
+
+# -- helpers the lead wires in ------------------------------------------------------------------
+@needs_root
+def test_release_keep_copies_the_contents_back_and_detaches(tmp_path):
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "in.txt").write_text("before")
+    qm = quota.attach(str(wd), **QUOTA)
+    quota.done(qm)
+    assert os.path.ismount(wd) and (wd / "in.txt").read_text() == "before"
+    (wd / "sub").mkdir()
+    (wd / "sub" / "out.txt").write_text("written on the quota fs")
+    assert quota.release(wd, keep=True)
+    assert not os.path.ismount(wd)
+    assert (wd / "sub" / "out.txt").read_text() == "written on the quota fs"
+    assert not os.path.exists(qm.image)
+    assert not list(tmp_path.glob("wd.dgm-*"))
+
+
+@needs_root
+def test_a_uid_pool_with_a_reserved_block_uid_is_refused(tmp_path):
+    from sandboxes.base import SandboxError
+    from sandboxes.uids import UidPool, reserved_block_ids
+
+    reserved = sorted(u for u in reserved_block_ids() if u >= 1000)
+    if not reserved:
+        pytest.skip("no mounted file system names a resuid/resgid >= 1000 here")
+    with pytest.raises(SandboxError, match="reserved blocks"):
+        UidPool(base=reserved[0] - 1, size=4, lock_dir=tmp_path)
+
+
+def test_run_result_names_the_disk_quota():
+    from sandboxes.base import LIMIT_DISK, RunResult
+
+    r = RunResult(3, "", "OSError: [Errno 28] No space left on device", 1.0, LIMIT_DISK, "bwrap",
+                  extra={"disk_quota_mb": 32, "inode_quota": 2000})
+    assert not r.ok and "disk quota" in r.describe() and "32 MiB" in r.describe()
