@@ -35,7 +35,8 @@ class Node(BaseModel):
     stages: list[dict[str, Any]] = Field(default_factory=list)  # per-stage results, in order
     public_metrics: dict[str, float] = Field(default_factory=dict)
     private_metrics: dict[str, float] = Field(default_factory=dict)  # never shown to the FM
-    score: float | None = None
+    score: float | None = None  # the mean of `draws` when it was evaluated more than once
+    draws: list[float] = Field(default_factory=list)  # the comparable score of each independent evaluation
     feedback: str = ""  # public feedback for the FM (errors, tracebacks, invalid reasons)
     fm_model: str = ""
     prompt: str = ""

@@ -77,6 +77,7 @@ class PendingProposal:
 class PendingEvaluation:
     node_id: int
     submitted: float  # time.monotonic()
+    draws: list[EvaluationResult] = field(default_factory=list)  # independent evaluations so far
 
 
 class Campaign:
@@ -102,7 +103,7 @@ class Campaign:
         self.eval_seed = random.Random(f"eval-{cfg.campaign.random_seed}").randrange(2**31)
         self.rng = random.Random()  # seeded in run(), from the number of nodes already there
         self.stats = Stats()
-        self.ledger = Ledger()
+        self.ledger = Ledger(confidence=cfg.admission.confidence)
         self.files = AgentFiles()
         self.memory = ProgramMemory()
         self.context = ContextBuilder(
@@ -169,7 +170,9 @@ class Campaign:
                     if fut in proposing:
                         self._evaluate(self._record_proposal(fut, proposing.pop(fut)), evaluating)
                     else:
-                        self._record_evaluation(fut, evaluating.pop(fut))
+                        pending = evaluating.pop(fut)
+                        if self._record_evaluation(fut, pending):  # raced: one more evaluation
+                            evaluating[self.executor.submit(self._job(pending.node_id, len(pending.draws)))] = pending
         finally:
             fm_pool.shutdown(wait=not proposing, cancel_futures=True)
 
@@ -224,7 +227,9 @@ class Campaign:
             )
         if not seed.status.finished:
             self._emit(f"evaluating the seed agent (node {SEED_ID})")
-            self._record_evaluation(self.executor.submit(self._job(SEED_ID)), PendingEvaluation(SEED_ID, time.monotonic()))
+            pending = PendingEvaluation(SEED_ID, time.monotonic())
+            while self._record_evaluation(self.executor.submit(self._job(SEED_ID, len(pending.draws))), pending):
+                pass  # evaluated again on new evaluation seeds: the campaign's measure of noise
             seed = self.ledger.seed
         if seed.status != NodeStatus.ADMITTED:
             raise CampaignError(f"the seed agent is {seed.status.value}: {seed.error or seed.feedback}")
@@ -278,7 +283,7 @@ class Campaign:
             return None
         policy = self.plan.select_for.get(op.name, self.plan.select)
         children = self.ledger.children
-        scores, counts = [n.score for n in eligible], [children.get(n.id, 0) for n in eligible]
+        scores, counts = [self.ledger.lcb(n) for n in eligible], [children.get(n.id, 0) for n in eligible]
         if getattr(policy, "uses_clades", False):
             probs = policy(scores, counts, clades=[self.ledger.clade(n.id) for n in eligible], rng=self.rng)
         else:
@@ -348,11 +353,12 @@ class Campaign:
 
     # ---- evaluations ------------------------------------------------------------------
 
-    def _job(self, node_id: int) -> EvalJob:
+    def _job(self, node_id: int, draw: int = 0) -> EvalJob:
+        """The evaluation of a node; ``draw`` > 0 re-measures it on another evaluation seed."""
         return EvalJob(
             node_id=node_id, files=self.files.tree(node_id), evaluator=self.cfg.evaluator.name,
             evaluator_options=self.cfg.evaluator.options, stages=self.cfg.evaluator.stages,
-            sandbox=self.sandbox, seed=self.eval_seed, fm_calls=self.cfg.evaluation.fm_calls,
+            sandbox=self.sandbox, seed=self.eval_seed + draw, fm_calls=self.cfg.evaluation.fm_calls,
             fm_tokens=self._tokens_left(self.cfg.evaluation.fm_tokens),
         )
 
@@ -366,7 +372,9 @@ class Campaign:
         if node_id is not None:
             evaluating[self.executor.submit(self._job(node_id))] = PendingEvaluation(node_id, time.monotonic())
 
-    def _record_evaluation(self, fut: Future, pending: PendingEvaluation) -> None:
+    def _record_evaluation(self, fut: Future, pending: PendingEvaluation) -> bool:
+        """Record one finished evaluation of a node. True when the node should be evaluated once
+        more (the seed measuring noise, or a challenger being raced) before its verdict."""
         t0 = time.perf_counter()
         node_id = pending.node_id
         node = self.ledger.nodes[node_id]
@@ -377,32 +385,62 @@ class Campaign:
                 node_id, status=NodeStatus.FAILED, error=f"evaluation crashed:\n{traceback.format_exc(limit=-4)}"
             ))
             self._emit(f"node {node_id}: evaluation crashed")
-            return
+            return False
+        pending.draws.append(result)
+        if self._wants_another_draw(node, pending.draws):
+            self._emit(f"node {node_id}: score {result.score:.4f}, evaluating again ({len(pending.draws) + 1})")
+            return True
+        first, worst = pending.draws[0], _first_failing(pending.draws)
+        draws = [d.score for d in pending.draws]
+        score = sum(draws) / len(draws) if worst is None else None
         parent = self.ledger.get(node.parent_id)
+        bound = self.ledger.lcb
         verdict = judge(
-            node, result, parent=parent, seed=self.ledger.seed,
+            node, worst or first, parent=parent, seed=self.ledger.seed,
             changed=parent is None or self.files.tree(node.id) != self.files.tree(parent.id),
-            policy=self.plan.admit, rule=self.plan.admit_rule,
+            policy=self.plan.admit, rule=self.plan.admit_rule, bound=bound,
+            score=None if score is None else bound(node.model_copy(update={"score": score, "draws": draws})),
         )
-        timings = {**node.timings, **result.timings(), "eval_wall_s": time.monotonic() - pending.submitted}
+        result = worst or first
+        timings = {**node.timings, **_summed_timings(pending.draws), "eval_wall_s": time.monotonic() - pending.submitted}
         fields = dict(
             status=verdict.status, error=verdict.reason, stages=[s.to_record() for s in result.stages],
             public_metrics=result.public_metrics, private_metrics=result.private_metrics,
-            score=result.score, feedback=result.feedback,
+            score=score, draws=draws if score is not None else [], feedback=result.feedback,
         )
-        used = result.fm_usage
-        if used.get("calls"):  # the candidate's own model calls while evaluated are the node's too
+        calls = sum(d.fm_usage.get("calls", 0) for d in pending.draws)
+        if calls:  # the candidate's own model calls while evaluated are the node's too
+            used = pending.draws
             fields.update(
-                prompt_tokens=node.prompt_tokens + used["prompt_tokens"],
-                completion_tokens=node.completion_tokens + used["completion_tokens"],
-                cost_usd=node.cost_usd + used["cost_usd"], fm_model=node.fm_model or used["model"],
+                prompt_tokens=node.prompt_tokens + sum(d.fm_usage.get("prompt_tokens", 0) for d in used),
+                completion_tokens=node.completion_tokens + sum(d.fm_usage.get("completion_tokens", 0) for d in used),
+                cost_usd=node.cost_usd + sum(d.fm_usage.get("cost_usd", 0.0) for d in used),
+                fm_model=node.fm_model or next(d.fm_usage["model"] for d in used if d.fm_usage.get("calls")),
             )
-            timings["fm_calls"] = timings.get("fm_calls", 1.0 if node.fm_model else 0.0) + used["calls"]
-            timings["eval_fm_calls"] = float(used["calls"])
+            timings["fm_calls"] = timings.get("fm_calls", 1.0 if node.fm_model else 0.0) + calls
+            timings["eval_fm_calls"] = float(calls)
         timings["archive_s"] = timings.get("archive_s", 0.0) + (time.perf_counter() - t0)
         self._record(self.archive.update_node(node_id, timings=timings, **fields))
-        score = "" if result.score is None else f" score {result.score:.4f}"
-        self._emit(f"node {node_id}: {verdict.status.value}{score}")
+        shown = "" if score is None else f" score {score:.4f}" + (f" (mean of {len(draws)})" if len(draws) > 1 else "")
+        self._emit(f"node {node_id}: {verdict.status.value}{shown}")
+        return False
+
+    def _wants_another_draw(self, node: Node, draws: list[EvaluationResult]) -> bool:
+        """Measure noise on the seed; race a child whose first score could make it the best."""
+        last = draws[-1]
+        if not last.complete:  # invalid, gated or broken: the verdict needs no more draws
+            return False
+        n, adm = len(draws), self.cfg.admission
+        if node.parent_id is None:
+            if n >= 2 and len({d.score for d in draws}) == 1:
+                return False  # a deterministic evaluator: nothing to measure
+            return n < adm.noise_evals
+        if adm.race <= 1 or self.ledger.spread == 0.0 or n >= adm.race:
+            return False
+        if n > 1:
+            return True  # a race, once started, runs to the end
+        best = self.ledger.best
+        return best is None or draws[0].score > self.ledger.lcb(best)
 
     # ---- bookkeeping ------------------------------------------------------------------
 
@@ -430,6 +468,19 @@ class Campaign:
     def _save_wall(self) -> None:
         if self.archive is not None and not self.archive.readonly:
             self.archive.set_meta("wall_s", repr(self.prior_wall_s + time.monotonic() - self._t0))
+
+
+def _first_failing(draws: list[EvaluationResult]) -> EvaluationResult | None:
+    """The first evaluation that did not complete (its verdict is the node's), if any."""
+    return next((d for d in draws if not d.complete), None)
+
+
+def _summed_timings(draws: list[EvaluationResult]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for d in draws:
+        for k, v in d.timings().items():
+            out[k] = out.get(k, 0.0) + v
+    return out
 
 
 def _timed(fn: Callable, *args) -> tuple[Any, float]:

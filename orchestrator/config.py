@@ -77,6 +77,13 @@ class AdmissionSection(_Section):
     policy: str = "keep_all_valid"
     leeway: float = Field(0.1, ge=0)
     reference: Literal["seed", "parent"] = "seed"
+    # seeing through noise: the seed is evaluated up to `noise_evals` times (on new evaluation seeds)
+    # to measure the score's spread; a child that could become the best is raced (evaluated
+    # `race` times in all) before its verdict; best, keep_better and selection rank by the lower
+    # confidence bound mean - confidence * spread / sqrt(evaluations)
+    noise_evals: int = Field(3, ge=1, le=20)
+    race: int = Field(3, ge=1, le=20)
+    confidence: float = Field(2.0, ge=0)
 
 
 class EvaluationSection(_Section):

@@ -10,6 +10,8 @@ both show the same numbers from one implementation.
 from __future__ import annotations
 
 import bisect
+import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -53,6 +55,7 @@ class _Share:
     admitted_child_of: int | None
     ranked: bool  # a possible parent: admitted with a score
     clade: tuple[float, float]  # (successes, failures) it adds to its own clade and every ancestor's
+    noise: tuple[float, int]  # (sum of squared deviations of its draws, degrees of freedom)
     score: float | None
     operator: str | None
     yield_: OperatorYield = field(default_factory=OperatorYield)
@@ -69,8 +72,17 @@ def _clade_mass(node: Node) -> tuple[float, float]:
     return (0.0, 0.0)
 
 
+def _noise(draws: list[float]) -> tuple[float, int]:
+    if len(draws) < 2:
+        return (0.0, 0)
+    mean = statistics.fmean(draws)
+    return (sum((d - mean) ** 2 for d in draws), len(draws) - 1)
+
+
 class Ledger:
-    def __init__(self, nodes: Iterable[Node] = ()) -> None:
+    def __init__(self, nodes: Iterable[Node] = (), *, confidence: float = 0.0) -> None:
+        self.confidence = confidence  # z of the lower confidence bound (0: rank by the mean)
+        self._noise = [0.0, 0]  # pooled (sum of squares, degrees of freedom) of every node evaluated twice or more
         self.nodes: dict[int, Node] = {}
         self.counts: dict[str, int] = {s.value: 0 for s in NodeStatus}
         self.usage = UsageTotals()
@@ -121,6 +133,7 @@ class Ledger:
             admitted_child_of=node.parent_id if child and node.status == NodeStatus.ADMITTED else None,
             ranked=ranked,
             clade=_clade_mass(node),
+            noise=_noise(node.draws),
             score=node.score,
             operator=node.operator if child else None,
             yield_=y,
@@ -135,6 +148,8 @@ class Ledger:
             self.children[s.admitted_child_of] = self.children.get(s.admitted_child_of, 0) + sign
         if s.operator is not None:
             self.operators.setdefault(s.operator, OperatorYield()).add(s.yield_, sign)
+        self._noise[0] += sign * s.noise[0]
+        self._noise[1] += sign * s.noise[1]
         if s.clade != (0.0, 0.0):  # walks the ancestry: O(depth) per evaluated node
             node_id_: int | None = node_id
             while node_id_ is not None:
@@ -170,9 +185,29 @@ class Ledger:
         return len(self.nodes) - (0 in self.nodes)
 
     @property
+    def spread(self) -> float:
+        """The score's standard deviation between evaluations of one program, pooled over every
+        node evaluated more than once (0 until one was, and for a deterministic evaluator)."""
+        ss, df = self._noise
+        return math.sqrt(max(ss, 0.0) / df) if df > 0 else 0.0
+
+    def lcb(self, node: Node) -> float:
+        """Lower confidence bound of a scored node: mean − confidence · spread / √evaluations."""
+        return node.score - self.confidence * self.spread / math.sqrt(max(1, len(node.draws)))
+
+    @property
     def best(self) -> Node | None:
-        """The admitted node with the highest score (ties: the oldest)."""
-        return self.nodes[self._ranked[0][1]] if self._ranked else None
+        """The admitted node with the highest lower confidence bound (ties: the highest mean, then
+        the oldest). Nodes are scanned by mean until no later one can beat the bound found."""
+        best, best_key = None, None
+        for neg_mean, node_id in self._ranked:
+            if best_key is not None and -neg_mean < best_key[0]:
+                break  # a bound never exceeds its mean
+            node = self.nodes[node_id]
+            key = (self.lcb(node), -neg_mean, -node_id)
+            if best_key is None or key > best_key:
+                best, best_key = node, key
+        return best
 
     def top(self, k: int, *, excluding: int | None = None) -> list[Node]:
         """The ``k`` best admitted nodes, best first."""

@@ -9,6 +9,7 @@ complete evaluation goes to the admission policy, on its comparable score.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from archive import Node, NodeStatus
 from evaluators.pipeline import EvaluationResult
@@ -30,7 +31,12 @@ def judge(
     changed: bool,
     policy: admission.Policy,
     rule: admission.AdmissionRule,
+    bound: Callable[[Node], float] = lambda n: n.score,
+    score: float | None = None,
 ) -> Verdict:
+    """``score`` is what admission compares (default the result's score); ``bound`` turns the
+    parent's and the seed's recorded scores into the same kind of number (a lower confidence bound
+    when the campaign measures noise)."""
     if result.evaluator_error:
         return Verdict(NodeStatus.FAILED, result.evaluator_error)
     if not result.valid:
@@ -39,9 +45,10 @@ def judge(
         return Verdict(NodeStatus.REJECTED, result.error)
     if node.parent_id is None:  # the seed: admitted once it completes every stage
         return Verdict(NodeStatus.ADMITTED)
+    ranked = lambda n: bound(n) if n is not None and n.score is not None else None  # noqa: E731
     decision = policy(
         admission.Candidate(
-            True, changed, result.score, parent.score if parent else None, seed.score if seed else None
+            True, changed, result.score if score is None else score, ranked(parent), ranked(seed)
         ),
         rule,
     )

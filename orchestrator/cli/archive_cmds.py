@@ -26,11 +26,11 @@ def _open(run_dir: Path) -> Archive:
 
 def _node(archive: Archive, ref: str) -> Node:
     """A node by id, or ``best`` (the highest-scoring admitted node)."""
-    if ref == "best":
-        top = archive.best(1)
-        if not top:
+    if ref == "best":  # by the run's lower confidence bound, as the campaign ranks
+        top = _ledger(archive).best
+        if top is None:
             raise click.ClickException(f"{archive.run_dir}: no admitted node yet")
-        return top[0]
+        return top
     try:
         return archive.get(int(ref))
     except (KeyError, ValueError):
@@ -45,9 +45,20 @@ def _score(node: Node) -> str:
     return "-" if node.score is None else f"{node.score:.4f}"
 
 
+def _ledger(archive: Archive) -> Ledger:
+    """The same ledger the campaign loop keeps, ranking by the run's own confidence bound."""
+    try:
+        confidence = float(json.loads(archive.get_meta("config") or "{}").get("admission", {}).get("confidence", 0.0))
+    except (ValueError, AttributeError):
+        confidence = 0.0
+    return Ledger(archive.nodes(), confidence=confidence)
+
+
 def _summary(archive: Archive) -> dict:
     """The run's totals, from the same ledger the campaign loop keeps."""
-    return {"run_dir": str(archive.run_dir), "campaign": archive.campaign, **Ledger(archive.nodes()).summary()}
+    ledger = _ledger(archive)
+    return {"run_dir": str(archive.run_dir), "campaign": archive.campaign, **ledger.summary(),
+            "score_spread": ledger.spread}
 
 
 @click.command()
@@ -64,7 +75,7 @@ def status(run_dir: Path, as_json: bool) -> None:
     click.echo("  " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
     if s["best"]:
         click.echo(f"  best: node {s['best']['id']} score {s['best']['score']:.4f} {s['best']['public_metrics']}")
-    click.echo(f"  seed score: {s['seed_score']}")
+    click.echo(f"  seed score: {s['seed_score']}" + (f" (score spread between evaluations: {s['score_spread']:.4f})" if s["score_spread"] else ""))
     click.echo(f"  FM: {s['fm_calls']} calls, {s['tokens']:,} tokens, ${s['cost_usd']:.4f}")
     for name, row in sorted(s["operators"].items()):
         click.echo(
@@ -105,13 +116,21 @@ def show(run_dir: Path, node_ref: str, as_json: bool) -> None:
     """One node (an id or 'best') with every field, prompt and response included."""
     with _open(run_dir) as arc:
         node = _node(arc, node_ref)
-    if as_json:
-        return _dump(node.model_dump(mode="json"))
+        if as_json:
+            return _dump(node.model_dump(mode="json"))
+        _show(arc, node)
+
+
+def _show(arc: Archive, node: Node) -> None:
     # a self-improvement step keeps its improver's model calls in `prompt` and its output in `response`
     labels = {"prompt": "improver transcript (model calls)", "response": "improver output"} if node.operator == "self" else {}
     for key, value in node.model_dump(mode="json").items():
         if key in ("prompt", "response", "feedback", "error") and value:
             click.echo(f"--- {labels.get(key, key)} ---\n{value}")
+        elif key == "draws" and len(value) > 1:
+            ledger = _ledger(arc)
+            click.echo(f"draws: {value} (mean {node.score:.4f}, spread {ledger.spread:.4f} pooled over the run, "
+                       f"lower bound {ledger.lcb(node):.4f})")
         elif key == "stages":
             for st in value:
                 click.echo(f"stage {st['stage']}: valid={st['valid']} gate={st['passed_gate']} score={st['score']} {st['public']}")

@@ -1,0 +1,98 @@
+"""Admission that sees through noise: the seed is measured several times, a child that could
+become the best is raced on more evaluation seeds, and best/selection use the lower confidence
+bound. A noisy evaluator whose draw depends only on the evaluation seed makes it exact."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from archive import Archive
+from evaluators.api import CandidateInvalid, Evaluator, MetricSpec, Stage, StageOutcome
+from orchestrator import plan as plan_module
+from orchestrator.campaign import Campaign
+from orchestrator.cli.archive_cmds import _summary
+from orchestrator.config import load_config
+from orchestrator.executor import EvaluationEnvironment, LocalExecutor
+from orchestrator.fm.client import FMClient
+from sandboxes.base import Limits
+from tests.campaign_helpers import config_text, rewrite
+from tests.fm_server import Reply, ScriptedFMServer
+
+NOISE = [0.04, -0.03, 0.01, -0.04, 0.02]  # by evaluation draw (the seed offset)
+
+
+class Noisy(Evaluator):
+    """Scores QUALITY from q.py plus a noise term fixed by the evaluation seed."""
+
+    name = "noisy"
+    task = "Raise QUALITY."
+    stages = [Stage("full", Limits(wall_s=5))]
+    metrics = [MetricSpec("quality", -1, 2)]
+    base_seed = 0
+
+    def seed_agent(self):
+        raise NotImplementedError
+
+    def run_stage(self, stage, run):
+        m = re.search(r"QUALITY = ([0-9.]+)", run.read_artifact("q.py").decode())
+        if not m:
+            raise CandidateInvalid("no QUALITY in q.py")
+        q = float(m.group(1)) + NOISE[(run.seed - self.base_seed) % len(NOISE)]
+        return StageOutcome(q, {"quality": q})
+
+
+@pytest.fixture
+def noisy_campaign(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_TEST_KEY", "k")
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "agent.toml").write_text('[agent]\nentry = "q.py"\neditable = ["q.py"]\n')
+    (seed / "q.py").write_text("QUALITY = 0.5\n")
+    evaluator = Noisy()
+    monkeypatch.setattr(plan_module.registry, "create", lambda name, options=None: evaluator)
+
+    def run(answers: list[str], **admission):
+        with ScriptedFMServer([Reply(rewrite(a)) for a in answers]) as srv:
+            text = config_text(srv.base_url, iterations=len(answers), workers=1).replace('name = "circle_packing"', 'name = "noisy"')
+            text = text.replace("options = { timeout_s = 3 }", "")
+            extra = "".join(f"{k} = {v}\n" for k, v in admission.items())
+            (tmp_path / "campaign.toml").write_text(text + f"\n[admission]\n{extra}")
+            cfg = load_config(tmp_path / "campaign.toml")
+            cfg.campaign.seed_agent = seed
+            cfg.fm.concurrency = 1
+            with FMClient.from_config(cfg.fm) as fm:
+                campaign = Campaign(cfg, tmp_path / "run", fm,
+                                    executor=LocalExecutor(1, EvaluationEnvironment(evaluators={"noisy": evaluator})))
+                evaluator.base_seed = campaign.eval_seed
+                campaign.run()
+        return Archive.open(tmp_path / "run", readonly=True)
+
+    return run
+
+
+def test_the_seed_is_measured_and_a_challenger_is_raced_before_it_can_be_best(noisy_campaign):
+    with noisy_campaign(["QUALITY = 0.56\n", "QUALITY = 0.3\n"]) as archive:
+        seed, high, low = archive.nodes()
+        summary = _summary(archive)
+    assert seed.draws == pytest.approx([0.54, 0.47, 0.51]) and seed.score == pytest.approx(0.5066667)
+    assert high.draws == pytest.approx([0.60, 0.53, 0.57]) and high.score == pytest.approx(0.5666667)
+    assert low.draws == pytest.approx([0.34])  # far below the best bound: one evaluation is enough
+    assert summary["best"]["id"] == high.id
+
+
+def test_race_and_noise_measurement_can_be_turned_off(noisy_campaign):
+    with noisy_campaign(["QUALITY = 0.56\n"], noise_evals=1, race=3) as archive:
+        seed, child = archive.nodes()
+    assert seed.draws == pytest.approx([0.54]) and child.draws == pytest.approx([0.60])  # no spread: no race
+
+
+def test_archive_show_gives_the_draws_and_the_bound(noisy_campaign, tmp_path):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    noisy_campaign(["QUALITY = 0.56\n"]).close()
+    out = CliRunner().invoke(cli, ["archive", "show", str(tmp_path / "run"), "best"]).output
+    assert "id: 1" in out and "draws: [0.6" in out and "(mean 0.5667, spread" in out and "lower bound" in out
