@@ -14,6 +14,8 @@ seconds the whole table is checked, so an edit of an old finished node shows up 
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
 import sqlite3
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from archive import Archive, Node, NodeStatus
-from archive.store import DB_NAME
+from archive.store import DB_NAME, FIELDS, JSON_FIELDS
 from orchestrator.ledger import Ledger
 
 from . import series
@@ -35,27 +37,9 @@ SLACK_S = 5.0  # updated_at look-back: a writer's clock may step back a little
 MAX_FILE_CHARS = 200_000  # per file on the node page
 MAX_TEXT_CHARS = 400_000  # prompt, response, diff
 
-#: columns read for the tree (large text columns are left out or cut)
-_LIGHT = {
-    "id": "id",
-    "parent_id": "parent_id",
-    "status": "status",
-    "operator": "operator",
-    "score": "score",
-    "stages": "stages",
-    "public_metrics": "public_metrics",
-    "fm_model": "fm_model",
-    "prompt_tokens": "prompt_tokens",
-    "completion_tokens": "completion_tokens",
-    "cost_usd": "cost_usd",
-    "timings": "timings",
-    "created_at": "created_at",
-    "updated_at": "updated_at",
-    "error": "substr(error, 1, 300)",
-    "campaign": "campaign",
-    "commit": '"commit"',
-}
-_JSON = ("stages", "public_metrics", "timings")
+#: large text columns the tree does not need: left out (the node page reads the full node)
+HEAVY = ("prompt", "response", "feedback")
+ERROR_CHARS = 300  # the error's start is enough for the tree's tooltip
 
 #: what a client gets per node, in this order (``rows`` are lists, ``fields`` names them)
 ROW_FIELDS = ["id", "parent", "status", "operator", "score", "stage", "tokens", "cost", "fm_s", "eval_s", "created", "note"]
@@ -76,30 +60,25 @@ def finite(obj: Any) -> Any:
     return obj
 
 
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return {name: f.get_default(call_default_factory=True) for name, f in Node.model_fields.items()}
+
+
 def light_node(rec: dict[str, Any]) -> Node:
-    """A Node without prompt, response, feedback or private metrics; stages keep their verdicts only."""
-    stages = [
-        {k: s.get(k) for k in ("stage", "valid", "passed_gate", "score")} for s in (rec["stages"] or []) if isinstance(s, dict)
+    """A Node without prompt, response and feedback; stages keep their verdicts only. Built
+    without validation (the writer validated it), every field given so no default is computed."""
+    data: dict[str, Any] = {}
+    for name, default in _defaults().items():
+        value = rec.get(name)
+        if value is None and name not in ("parent_id", "score"):
+            value = copy.copy(default)  # a column older files lack
+        data[name] = value
+    data["status"] = NodeStatus(data["status"])
+    data["stages"] = [
+        {k: s.get(k) for k in ("stage", "valid", "passed_gate", "score")} for s in data["stages"] or [] if isinstance(s, dict)
     ]
-    return Node.model_construct(
-        id=rec["id"],
-        campaign=rec["campaign"] or "",
-        parent_id=rec["parent_id"],
-        status=NodeStatus(rec["status"]),
-        commit=rec["commit"] or "",
-        operator=rec["operator"] or "",
-        created_at=rec["created_at"] or 0.0,
-        updated_at=rec["updated_at"] or 0.0,
-        stages=stages,
-        public_metrics=rec["public_metrics"] or {},
-        score=rec["score"],
-        fm_model=rec["fm_model"] or "",
-        prompt_tokens=rec["prompt_tokens"] or 0,
-        completion_tokens=rec["completion_tokens"] or 0,
-        cost_usd=rec["cost_usd"] or 0.0,
-        timings=rec["timings"] or {},
-        error=rec["error"] or "",
-    )
+    return Node.model_construct(**data)
 
 
 def client_row(n: Node) -> list[Any]:
@@ -146,9 +125,10 @@ class RunView:
         self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout=10000")
         cols = {r[1] for r in self._db.execute("PRAGMA table_info(nodes)")}
-        self._select = ", ".join(
-            (expr if name in cols else "NULL") + f' AS "{name}"' for name, expr in _LIGHT.items()
-        )
+        exprs = {name: f'"{name}"' for name in FIELDS if name in cols and name not in HEAVY}
+        if "error" in exprs:
+            exprs["error"] = f'substr("error", 1, {ERROR_CHARS})'
+        self._select = ", ".join(f'{expr} AS "{name}"' for name, expr in exprs.items())
         self._lock = threading.RLock()
         self.min_interval_s = min_interval_s
         self.nodes: dict[int, Node] = {}
@@ -201,8 +181,9 @@ class RunView:
             changed = 0
             for row in cur:
                 rec = dict(zip(names, row))
-                for k in _JSON:
-                    rec[k] = json.loads(rec[k]) if rec[k] else None
+                for k in JSON_FIELDS:
+                    if k in rec:
+                        rec[k] = json.loads(rec[k]) if rec[k] else None
                 if self._apply(light_node(rec)):
                     changed += 1
             return changed

@@ -251,6 +251,7 @@
   }
 
   async function start() {
+    performance.mark("dgm:start");
     const infos = await src.runs();
     app.runs = infos.map(info => new dgm.RunModel(info));
     const sel = $("run-select");
@@ -261,6 +262,7 @@
     $("btn-collapse").addEventListener("click", () => tree.collapseOffPath());
     $("filter-stage").addEventListener("change", readFilters);
     for (const m of app.runs) await pollRun(m);
+    performance.mark("dgm:nodes");
     app.lastPoll = new Date();
     setRun(0);
     window.addEventListener("hashchange", route);
@@ -274,6 +276,7 @@
     }
   }
 
+  dgm.tree = tree;
   // hooks for tests and benchmarks (read-only views of the page's state)
   window.dgmUI = {
     get ready() { return !!dgm.ready; },
