@@ -181,8 +181,8 @@ class Campaign:
             return False
         if self.stats.started >= target:
             return False
-        # only FM calls wait in `proposing`: operators that call no FM run inline
-        reason = exhausted(self._usage(in_flight=len(proposing)), self.cfg.budget)
+        in_flight = sum(self.operators[p.operator].calls_fm for p in proposing.values())  # calls made, not yet counted
+        reason = exhausted(self._usage(in_flight=in_flight), self.cfg.budget)
         if reason:
             self.stats.stop_reason = reason
             return False
@@ -253,8 +253,9 @@ class Campaign:
             self.cfg.fm.sample_temperature(self.rng), self.rng.randrange(2**31), self.cfg.fm.max_tokens,
             tokens_left=None if self.cfg.budget.max_tokens is None else self._tokens_left(self.cfg.budget.max_tokens),
         )
+        ctx.evaluate = self._trial_evaluator(parent.id)
         self.stats.started += 1
-        if op.calls_fm:
+        if not op.inline:
             fut = pool.submit(_timed, op.propose, ctx, self.fm, sampling)
         else:  # instant: run it here rather than race the next draw
             fut = Future()
@@ -263,6 +264,18 @@ class Campaign:
             except Exception as e:  # recorded as a failed attempt, like an FM error
                 fut.set_exception(e)
         return fut, PendingProposal(parent.id, name, ctx, time.perf_counter() - t0)
+
+    def _trial_evaluator(self, parent_id: int) -> Callable[[dict[str, str]], Future]:
+        """For operators that search by evaluating (``fit``): a trial program (the parent with some
+        files changed) evaluated by the executor like a node, but recorded only on the child."""
+        base = self.files.tree(parent_id)
+
+        def evaluate(changed: dict[str, str]) -> Future:
+            job = self._job(parent_id)
+            job.files = {**base, **{p: t.encode() for p, t in changed.items()}}
+            return self.executor.submit(job)
+
+        return evaluate
 
     def _draw(self) -> tuple[str, Node]:
         """An operator by weight and a parent it can work from; an operator with no such parent

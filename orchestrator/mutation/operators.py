@@ -73,6 +73,9 @@ class Operator(abc.ABC):
     name: str
     #: False for operators that write children without a model (budgets count FM calls)
     calls_fm: bool = True
+    #: True for an instant operator: it runs on the loop's thread, so the next draw already knows
+    #: its program; the others run on the proposal pool
+    inline: bool = False
     #: True when only some parents can be worked from: the loop then asks ``can_work_from``
     selective: bool = False
     #: what the operator needs from other operators' children, in words ("" when it can start a

@@ -7,6 +7,7 @@ Only public metrics and public feedback ever reach a prompt; private metrics are
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 SYSTEM = (
     "You are an expert Python programmer who improves programs step by step. "
@@ -68,6 +69,9 @@ class ProposalContext:
     # (per-stage public results, feedback, failed attempts; never private metrics)
     tree: dict[str, bytes] = field(default_factory=dict)
     record: dict = field(default_factory=dict)
+    # for operators that search by evaluating: changed files (path → text) of a trial program →
+    # a Future of its EvaluationResult, evaluated by the campaign's executor like any node
+    evaluate: Callable[[dict[str, str]], Any] | None = None
 
 
 def _metrics_line(metrics: dict[str, float]) -> str:

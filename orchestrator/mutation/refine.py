@@ -201,6 +201,7 @@ class RefineOperator(Operator):
 
     name = "refine"
     calls_fm = False
+    inline = True  # a nudge is instant
     selective = True  # only parents holding a knob with a nudge not yet tried
     needs = "tunes numbers that FM edits changed"  # alone, it has nothing to tune
 

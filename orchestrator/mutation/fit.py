@@ -1,0 +1,163 @@
+"""``fit``: fit a program's numeric constants with a real optimiser (CMA-ES), no FM call.
+
+Small models choose *what* to compute fairly well and *which numbers* poorly. ``fit`` takes an
+admitted program, finds its float constants in the AST of its editable files (not by matching text),
+and runs CMA-ES (the ``cmaes`` package's ask/tell) over them: each generation is a batch of
+candidate programs evaluated through the campaign's executor, in parallel, by the evaluator
+itself. The best valid point becomes the child; every trial is kept on the node. The model
+proposes the form, the optimiser fits the constants (LLM-SR, Δ-evolve); the evaluator stays the
+only judge.
+
+Each constant moves multiplicatively, ``value · exp(z)`` with ``z`` in [-1, 1] (a zero moves
+additively), so a radius of 0.3 and a learning rate of 1e-3 are searched on the same footing.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from orchestrator.mutation.operators import Operator, Proposal, Sampling
+from orchestrator.mutation.parsing import ProposalInvalid, check_python
+from orchestrator.mutation.prompts import ProposalContext
+
+#: at most this many constants are fitted at once (a random subset of them, per proposal)
+MAX_CONSTANTS = 8
+BOUND = 1.0  # z in [-BOUND, BOUND]: a constant moves by at most a factor e
+
+
+@dataclass(frozen=True)
+class Constant:
+    """A float literal of an editable file, located by its AST position."""
+
+    path: str
+    line: int  # 1-based
+    col: int
+    end_col: int
+    value: float
+
+
+def constants(files: dict[str, str]) -> list[Constant]:
+    """Every float literal of the files' code (not in docstrings), in file order."""
+    out = []
+    for path in sorted(files):
+        if not path.endswith(".py"):
+            continue
+        try:
+            tree = ast.parse(files[path])
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and type(node.value) is float and math.isfinite(node.value)
+                    and node.lineno == node.end_lineno):
+                out.append(Constant(path, node.lineno, node.col_offset, node.end_col_offset, node.value))
+    return sorted(out, key=lambda c: (c.path, c.line, c.col))
+
+
+def substitute(files: dict[str, str], chosen: list[Constant], values: list[float]) -> dict[str, str]:
+    """The files with each chosen literal replaced by its new value (right to left on a line, so
+    the columns of the others stay right)."""
+    out = {}
+    for path in {c.path for c in chosen}:
+        lines = files[path].split("\n")
+        for c, v in sorted(zip(chosen, values), key=lambda cv: (cv[0].line, -cv[0].col)):
+            if c.path != path:
+                continue
+            text = lines[c.line - 1]
+            # a negative value after a unary minus in the source would read "--": keep it a literal
+            literal = format(v, ".6g")
+            if not any(ch in literal for ch in ".eEn"):
+                literal += ".0"
+            if literal.startswith("-"):
+                literal = f"({literal})"
+            lines[c.line - 1] = text[: c.col] + literal + text[c.end_col:]
+        out[path] = "\n".join(lines)
+    return out
+
+
+def _moved(value: float, z: float) -> float:
+    return value * math.exp(z) if value != 0.0 else z * 0.1
+
+
+class FitOperator(Operator):
+    """CMA-ES over a parent's float constants, each generation evaluated by the executor."""
+
+    name = "fit"
+    calls_fm = False
+
+    def __init__(self, evaluations: int = 16, sigma: float = 0.05) -> None:
+        self.evaluations, self.sigma = evaluations, sigma
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "FitOperator":
+        return cls(cfg.mutation.fit.evaluations, cfg.mutation.fit.sigma)
+
+    def can_work_from(self, texts: dict[str, str]) -> bool:
+        return bool(constants(texts))
+
+    selective = True
+
+    def propose(self, ctx: ProposalContext, fm: Any, sampling: Sampling) -> Proposal:
+        proposal = Proposal(self.name, ctx.target, None)
+        found = constants(ctx.files)
+        if not found:
+            proposal.error = "fit: the program has no float constant to fit"
+            return proposal
+        if ctx.evaluate is None:
+            proposal.error = "fit: this campaign cannot evaluate trial programs"
+            return proposal
+        rng = random.Random(sampling.seed)
+        chosen = sorted(rng.sample(found, min(MAX_CONSTANTS, len(found))), key=lambda c: (c.path, c.line, c.col))
+        trials = self._search(ctx, chosen, ctx.evaluate, sampling.seed)
+        proposal.response = json.dumps({"constants": [f"{c.path}:{c.line}:{c.col} = {c.value:g}" for c in chosen],
+                                        "trials": trials}, indent=1)
+        valid = [t for t in trials if t["score"] is not None]
+        if not valid:
+            proposal.error = f"fit: none of {len(trials)} trial programs was valid ({trials[0]['error'] if trials else ''})"
+            return proposal
+        best = max(valid, key=lambda t: t["score"])
+        if best["values"] == [c.value for c in chosen]:
+            proposal.error = "fit: no trial beat the parent's own constants"
+            return proposal
+        files = substitute(ctx.files, chosen, best["values"])
+        try:
+            for path, text in files.items():
+                check_python(path, text)
+        except ProposalInvalid as e:
+            proposal.error = f"fit: {e}"
+            return proposal
+        proposal.files = files
+        proposal.target = sorted(files)[0]
+        proposal.summary = (f"fit: {len(chosen)} constants by CMA-ES, best of {len(trials)} trials "
+                            f"scored {best['score']:.4f}" + (f" (parent {ctx.score:.4f})" if ctx.score is not None else ""))
+        return proposal
+
+    def _search(self, ctx: ProposalContext, chosen: list[Constant], evaluate: Callable, seed: int) -> list[dict]:
+        from cmaes import CMA
+
+        dim = max(2, len(chosen))  # cmaes needs two dimensions; a lone constant gets an idle partner
+        cma = CMA(mean=np.zeros(dim), sigma=self.sigma, bounds=np.array([[-BOUND, BOUND]] * dim),
+                  seed=seed % (2**31), population_size=max(4, min(8, self.evaluations)))
+        trials: list[dict] = []
+        while len(trials) < self.evaluations:
+            batch = [cma.ask() for _ in range(cma.population_size)]
+            points = [[_moved(c.value, float(z)) for c, z in zip(chosen, x)] for x in batch]
+            futures = [evaluate(substitute(ctx.files, chosen, values)) for values in points]
+            told = []
+            for x, values, fut in zip(batch, points, futures):
+                result = fut.result()
+                score = result.score if result.complete else None
+                trials.append({"values": [round(v, 8) for v in values], "score": score,
+                               "error": "" if score is not None else result.error[:200]})
+                told.append((x, -score if score is not None else 1e6))
+            cma.tell(told)
+        # the parent's own point, for reference (it scored ctx.score); a trial must beat it to count
+        if ctx.score is not None:
+            trials.append({"values": [c.value for c in chosen], "score": ctx.score, "error": "", "parent": True})
+        return trials

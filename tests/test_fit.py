@@ -1,0 +1,54 @@
+"""The fit operator: float constants found in the AST, CMA-ES over them, trials evaluated by the
+campaign's executor, the best point as the child."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from archive import Archive, NodeStatus
+from orchestrator.campaign import Campaign
+from orchestrator.config import load_config
+from orchestrator.fm.client import FMClient
+from orchestrator.mutation.fit import Constant, constants, substitute
+from tests.campaign_helpers import write_config
+from tests.fm_server import Reply, ScriptedFMServer
+
+SRC = 'def f(x):\n    """Scale by 2.5."""\n    n = 3\n    return 0.5 * x + g(-1.25, 2e-3)\n'
+
+
+def test_constants_are_the_float_literals_of_the_code_not_the_docstring():
+    found = constants({"a.py": SRC, "notes.txt": "0.1"})
+    assert [(c.line, c.value) for c in found] == [(4, 0.5), (4, 1.25), (4, 0.002)]
+    assert all(isinstance(c, Constant) and c.path == "a.py" for c in found)
+
+
+def test_substitute_replaces_each_literal_at_its_place():
+    found = constants({"a.py": SRC})
+    out = substitute({"a.py": SRC}, found, [0.75, 1.5, 0.001])
+    assert out["a.py"].split("\n")[3] == "    return 0.75 * x + g(-1.5, 0.001)"
+    assert out["a.py"].split("\n")[:3] == SRC.split("\n")[:3]
+    whole = substitute({"a.py": SRC}, found[:1], [3.0])["a.py"]
+    assert "3.0 * x" in whole and "-1.25" in whole  # a float stays a float; the others are untouched
+
+
+def test_a_fit_step_evaluates_trials_and_keeps_them_on_the_child(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_TEST_KEY", "k")
+    with ScriptedFMServer([], default=Reply("unused")) as srv:
+        cfg = load_config(write_config(tmp_path, srv.base_url, iterations=1, operators="{ fit = 1.0 }",
+                                       extra="[mutation.fit]\nevaluations = 16\n"))
+        with FMClient.from_config(cfg.fm) as fm:
+            Campaign(cfg, tmp_path / "run", fm).run()
+        assert srv.requests == []  # fit calls no model
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        seed, child = archive.nodes()
+    assert child.operator == "fit" and child.fm_model == "" and child.status.finished
+    record = json.loads(child.response)
+    trials = record["trials"]
+    assert len(trials) == 17 and trials[-1].get("parent")  # 16 trials, then the parent's own point
+    assert 1 <= len(record["constants"]) <= 8  # a random subset of at most MAX_CONSTANTS literals
+    scored = [t["score"] for t in trials[:-1] if t["score"] is not None]
+    # the child is the best trial's program: the (deterministic) evaluator gives it that score again
+    assert child.status == NodeStatus.ADMITTED and child.score == pytest.approx(max(scored))
+    assert child.score > seed.score
