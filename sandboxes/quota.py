@@ -16,16 +16,18 @@ before the run and reads it after, at the same path):
   copied in and the old directory removed. Later runs on the same path reuse the mount, so what
   the evaluator and earlier runs left there stays;
 * :func:`sandboxes.fs.remove_tree` (use it instead of ``shutil.rmtree``) or :func:`release`
-  unmounts it (the loop device is ``autoclear``: it detaches itself) and deletes the image. An
-  idle quota mount whose file system is empty is released too when a new one is attached (after
-  ``IDLE_EMPTY_RELEASE_S``, or beyond ``MAX_IDLE_EMPTY`` of them), so callers that empty the
-  directory with ``shutil.rmtree`` (which then fails on the mount point) do not pile up mounts;
+  unmounts it (the loop device is ``autoclear``: it detaches itself) and deletes the image. As a
+  net for callers that empty the directory with ``shutil.rmtree`` (which then fails on the mount
+  point), an idle quota mount whose file system is empty is released when another is attached,
+  after ``IDLE_EMPTY_RELEASE_S`` or beyond ``MAX_IDLE_EMPTY`` of them (a file the caller created
+  in the microseconds between the emptiness check and the unmount would be lost; ``remove_tree``
+  never risks that);
 * images are named after the owning orchestrator (``<pid ns>.<pid>.<start time>``): at start,
   mounts and images of dead owners are unmounted and deleted (:func:`sweep`, at the first attach
   and every ``SWEEP_EVERY_S`` after: forked workers that exit with ``os._exit`` leave theirs).
 
-A formatted spare image is prepared in a background thread, so attaching costs one ``mount``
-(~4 ms) plus copying the work directory's contents, not a ``mkfs`` (~15 ms).
+A formatted spare image is prepared in a background thread, so attaching costs a loop attach and
+a mount(2) (~5 ms) plus copying the work directory's contents, not a ``mkfs`` (~15 ms).
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ _preparing: set[tuple[int, int]] = set()
 _last_sweep = [-1e9]
 SWEEP_EVERY_S = 30.0
 #: at most this many idle, empty quota mounts stay attached (the oldest beyond go first)
-MAX_IDLE_EMPTY = 4
+MAX_IDLE_EMPTY = 8
 
 
 class QuotaExceeded(OSError):
@@ -230,10 +232,11 @@ def _mount(image: Path, target: str) -> None:
                            f"{p.stderr.strip()[-500:]} (free a loop device: losetup -D)")
 
 
-def attach(workdir: str, disk: int = DEFAULT_DISK, inodes: int = DEFAULT_INODES) -> QuotaMount:
+def attach(workdir: str, disk: int = DEFAULT_DISK, inodes: int = DEFAULT_INODES) -> QuotaMount | None:
     """Put ``workdir`` (an existing directory) on a quota file system of ``disk`` bytes and
     ``inodes`` entries, keeping its contents; a no-op if it already is. Mark it busy: pair with
-    :meth:`done`. Raises :class:`QuotaExceeded` when the current contents do not fit."""
+    :meth:`done`. Raises :class:`QuotaExceeded` when the current contents do not fit. Returns
+    None (no quota, a warning) when ``workdir`` is already a mount point of something else."""
     from . import fs
 
     if disk < MIN_DISK:
@@ -251,6 +254,9 @@ def attach(workdir: str, disk: int = DEFAULT_DISK, inodes: int = DEFAULT_INODES)
             qm.busy += 1
             return qm
         _mounts.pop(workdir, None)
+        if os.path.ismount(workdir):  # somebody else's mount (a tmpfs work dir): cannot rename it
+            log.warning("work directory %s is a mount point already: no disk quota for it", workdir)
+            return None
         _release_idle_empty()
         qm = QuotaMount(workdir, Path(), disk, inodes, busy=1)
         _mounts[workdir] = qm  # reserved under the lock: concurrent attaches of one path wait below
