@@ -4,6 +4,7 @@ bound. A noisy evaluator whose draw depends only on the evaluation seed makes it
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -96,3 +97,21 @@ def test_archive_show_gives_the_draws_and_the_bound(noisy_campaign, tmp_path):
     noisy_campaign(["QUALITY = 0.56\n"]).close()
     out = CliRunner().invoke(cli, ["archive", "show", str(tmp_path / "run"), "best"]).output
     assert "id: 1" in out and "draws: [0.6" in out and "(mean 0.5667, spread" in out and "lower bound" in out
+
+
+def test_report_gives_seed_and_best_with_spreads_yield_and_calls_to_the_first_improvement(noisy_campaign, tmp_path):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    noisy_campaign(["QUALITY = 0.56\n", "QUALITY = 0.3\n"]).close()
+    res = CliRunner().invoke(cli, ["report", str(tmp_path / "run"), "--out", str(tmp_path / "rep"), "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output)
+    assert rep["seed"]["draws"] == pytest.approx([0.54, 0.47, 0.51]) and rep["seed"]["draw_spread"] > 0
+    assert rep["best"]["id"] == 1 and rep["gain_over_seed"] == pytest.approx(0.06)
+    assert rep["fm_calls_to_first_improvement"] == 1 and rep["valid_share"] == 1.0
+    assert rep["operators"]["rewrite"] == {"attempts": 2, "valid": 2, "better_than_parent": 1, "better_than_seed": 1}
+    assert (tmp_path / "rep" / "best.png").stat().st_size > 1000
+    text = CliRunner().invoke(cli, ["report", str(tmp_path / "run"), "--out", str(tmp_path / "rep")]).output
+    assert "best: node 1 (rewrite) score 0.5667 ± " in text and "1 calls to the first improvement" in text

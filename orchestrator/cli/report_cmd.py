@@ -1,0 +1,33 @@
+"""``dgm report RUN``: seed and best with spreads and held-out metrics, yield per operator, FM
+calls to the first improvement, and a PNG of the best score over iterations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from orchestrator.cli.archive_cmds import _ledger, _open, json_opt, run_dir_arg
+from orchestrator.report import build_report, render
+
+
+@click.command()
+@run_dir_arg
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where best.png is written.")
+@json_opt
+def report(run_dir: Path, out_dir: Path, as_json: bool) -> None:
+    """What the campaign in RUN_DIR found (see also `dgm plot` and `dgm ui`)."""
+    from orchestrator.ui import plots, series
+
+    with _open(run_dir) as arc:
+        nodes, confidence, name = arc.nodes(), _ledger(arc).confidence, arc.campaign
+    data = build_report(nodes, confidence=confidence, campaign=name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data["png"] = str(plots.plot_progress(series.progress(nodes), name or run_dir.name, out_dir / "best.png"))
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(render(data))
+        click.echo(f"best score over iterations: {data['png']}")

@@ -1,0 +1,91 @@
+"""``dgm report``: what a campaign found, in numbers a paper can quote. Seed and best (by the run's
+lower confidence bound) on public and held-out (private) metrics with their spread over repeated
+evaluations, each operator's yield, and how many FM calls it took to the first improvement."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Sequence
+
+from archive import Node, NodeStatus
+from orchestrator.ledger import Ledger
+
+
+def _side(node: Node | None, ledger: Ledger) -> dict[str, Any] | None:
+    if node is None:
+        return None
+    return {
+        "id": node.id, "score": node.score, "lower_bound": ledger.lcb(node) if node.score is not None else None,
+        "draws": list(node.draws), "draw_spread": statistics.stdev(node.draws) if len(node.draws) > 1 else None,
+        "public_metrics": dict(node.public_metrics), "held_out": dict(node.private_metrics),
+        "operator": node.operator,
+    }
+
+
+def fm_calls_to_first_improvement(nodes: Sequence[Node]) -> int | None:
+    """Model calls made (in node order, the improving node's own included) until the first admitted
+    node that scores above the seed; None if none did."""
+    seed = next((n for n in nodes if n.parent_id is None), None)
+    if seed is None or seed.score is None:
+        return None
+    calls = 0
+    for n in sorted(nodes, key=lambda n: n.id):
+        if n.parent_id is None:
+            continue
+        if n.fm_model:
+            calls += int(n.timings.get("fm_calls", 1))
+        if n.status == NodeStatus.ADMITTED and n.score is not None and n.score > seed.score:
+            return calls
+    return None
+
+
+def build_report(nodes: Sequence[Node], *, confidence: float = 0.0, campaign: str = "") -> dict[str, Any]:
+    ledger = Ledger(nodes, confidence=confidence)
+    summary = ledger.summary()
+    best, seed = ledger.best, ledger.seed
+    children = [n for n in nodes if n.parent_id is not None]
+    valid = sum(1 for n in children if n.status in (NodeStatus.ADMITTED, NodeStatus.REJECTED) and n.score is not None)
+    return {
+        "campaign": campaign,
+        "iterations": summary["iterations"],
+        "seed": _side(seed, ledger),
+        "best": _side(best, ledger),
+        "gain_over_seed": (best.score - seed.score) if best and seed and best.score is not None and seed.score is not None else None,
+        "score_spread": ledger.spread,
+        "valid_children": valid,
+        "valid_share": valid / len(children) if children else None,
+        "operators": summary["operators"],
+        "fm_calls": summary["fm_calls"],
+        "tokens": summary["tokens"],
+        "fm_calls_to_first_improvement": fm_calls_to_first_improvement(nodes),
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as text."""
+
+    def side(name: str, s: dict | None) -> list[str]:
+        if s is None:
+            return [f"{name}: none"]
+        spread = f" ± {s['draw_spread']:.4f} over {len(s['draws'])} evaluations" if s["draw_spread"] is not None else ""
+        lines = [f"{name}: node {s['id']} ({s['operator']}) score {s['score']:.4f}{spread}"]
+        if s["public_metrics"]:
+            lines.append("  public:   " + ", ".join(f"{k} = {v:.6g}" for k, v in sorted(s["public_metrics"].items())))
+        if s["held_out"]:
+            lines.append("  held-out: " + ", ".join(f"{k} = {v:.6g}" for k, v in sorted(s["held_out"].items())))
+        return lines
+
+    out = [f"campaign {report['campaign']!r}: {report['iterations']} iterations"]
+    out += side("seed", report["seed"]) + side("best", report["best"])
+    if report["gain_over_seed"] is not None:
+        out.append(f"gain over the seed: {report['gain_over_seed']:+.4f} (spread between evaluations of one program: "
+                   f"{report['score_spread']:.4f})")
+    share = report["valid_share"]
+    out.append(f"valid children: {report['valid_children']}" + (f" ({share:.0%})" if share is not None else ""))
+    for name, y in sorted(report["operators"].items()):
+        out.append(f"  {name}: {y['attempts']} attempts, {y['valid']} valid, {y['better_than_parent']} better than "
+                   f"their parent, {y['better_than_seed']} better than the seed")
+    first = report["fm_calls_to_first_improvement"]
+    out.append(f"FM: {report['fm_calls']} calls, {report['tokens']:,} tokens; "
+               + (f"{first} calls to the first improvement over the seed" if first is not None else "no improvement over the seed"))
+    return "\n".join(out)
