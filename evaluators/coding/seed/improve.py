@@ -1,0 +1,58 @@
+"""This agent's improver: it writes the agent's next version (dgm's ``self`` operator runs it).
+
+It reads the task and the agent's public results (``DGM_RECORD``), picks one file of the agent
+(now and then one of its own files: the improver may improve itself), asks the model for one
+change, applies it, checks that it compiles, and tries again once with the error if not. It edits
+the agent in place (``DGM_AGENT``); the tree it leaves behind is the child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import tomllib
+from pathlib import Path
+
+import improver_kit as kit
+
+SELF_SHARE = 0.15  # how often it works on its own code instead of the program
+TRIES = 2  # answers asked for before giving up
+
+
+def main() -> int:
+    agent = Path(os.environ["DGM_AGENT"])
+    record = json.loads(Path(os.environ["DGM_RECORD"]).read_text())
+    rng = random.Random(int(os.environ.get("DGM_SEED", "0")))
+    manifest = tomllib.loads((agent / "agent.toml").read_text())["agent"]
+    own = [manifest["self_improve"], "improver_kit.py"]
+    about_itself = rng.random() < SELF_SHARE
+    path = rng.choice([p for p in own if (agent / p).is_file()] if about_itself else manifest["editable"])
+    old = (agent / path).read_text()
+    error = ""
+    for attempt in range(TRIES):
+        messages = kit.build_prompt(record, path, old, about_itself=about_itself, error=error)
+        try:
+            answer = kit.ask(messages, seed=rng.randrange(2**31))
+        except kit.BudgetSpent as e:
+            print(f"stopped: {e}")
+            return 0
+        try:
+            new = kit.apply_answer(old, answer)
+            if new.strip() == old.strip():
+                raise ValueError("the change is identical to the current file")
+            compile(new, path, "exec")
+        except (ValueError, SyntaxError) as e:
+            error = f"{type(e).__name__}: {e}"
+            print(f"answer {attempt + 1} unusable: {error}")
+            continue
+        (agent / path).write_text(new)
+        print(f"changed {path}: {answer.strip().splitlines()[0][:120] if answer.strip() else ''}")
+        return 0
+    print(f"no usable change to {path} after {TRIES} answers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

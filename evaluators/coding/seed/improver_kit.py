@@ -1,0 +1,136 @@
+"""Helpers of this agent's improver: talk to the model, build the prompt, apply the answer.
+
+They live in the agent's own tree (not in dgm) so that the agent can improve them too. Standard
+library only: the improver runs in a sandbox with no network, and reaches the model through one
+Unix socket (``DGM_FM_SOCKET``), an OpenAI-compatible endpoint that holds no key on this side.
+"""
+
+from __future__ import annotations
+
+import ast
+import http.client
+import json
+import os
+import re
+import socket
+
+SEARCH_RE = re.compile(r"<{5,9}\s*SEARCH[^\n]*\n(.*?)\n?={5,9}[^\n]*\n(.*?)\n?>{5,9}\s*REPLACE", re.DOTALL)
+FENCE_RE = re.compile(r"```[ \t]*[\w+.-]*[^\n]*\n(.*?)(?:\n```|\Z)", re.DOTALL)
+
+
+class BudgetSpent(Exception):
+    """The model refused further calls: this attempt's budget is used up."""
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def ask(messages: list[dict], *, temperature: float = 0.7, seed: int | None = None, timeout: float = 900) -> str:
+    """One chat completion through the sandbox's model socket."""
+    body = {"messages": messages, "temperature": temperature, "max_tokens": int(os.environ.get("DGM_MAX_TOKENS", "1200"))}
+    if seed is not None:
+        body["seed"] = seed
+    conn = _UnixConnection(os.environ["DGM_FM_SOCKET"], timeout)
+    try:
+        conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+    if resp.status == 429:
+        raise BudgetSpent(data.get("error", {}).get("message", "budget spent"))
+    if resp.status != 200:
+        raise RuntimeError(f"model call failed ({resp.status}): {data.get('error', {}).get('message', data)}")
+    return data["choices"][0]["message"]["content"]
+
+
+def build_prompt(record: dict, path: str, code: str, *, about_itself: bool, error: str = "") -> list[dict]:
+    """The request for one change of ``path``, with the public results of this agent."""
+    parts = [f"## Task\n{record.get('task', '').strip()}"]
+    score = record.get("score")
+    parts.append(f"## Current file: {path} (agent score {'not scored' if score is None else f'{score:.4f}'})\n```python\n{code.rstrip()}\n```")
+    if about_itself:
+        parts.append("This file is part of the agent's IMPROVER: the program that asks a model for a change "
+                     "to the agent and applies it. Make it better at producing changes that raise the score.")
+    lines = [f"- [{s.get('stage')}] {s.get('feedback') if s.get('valid') else s.get('error')}" for s in record.get("stages", [])]
+    metrics = ", ".join(f"{k} = {v:.6g}" for k, v in sorted(record.get("public_metrics", {}).items()))
+    parts.append("## Its results\n" + (metrics or "no metrics") + ("\n" + "\n".join(lines) if lines else ""))
+    failed = record.get("failed_children") or []
+    if failed:
+        parts.append("## Earlier changes that FAILED (avoid them)\n" + "\n".join(f"- {f[:300]}" for f in failed[:3]))
+    if error:
+        parts.append(f"## Your previous answer could not be used\n{error}")
+    parts.append(
+        f"## Your answer\nPropose ONE focused improvement to {path}. First write one sentence saying what you change "
+        "and why. Then give SEARCH/REPLACE blocks whose SEARCH part is copied exactly from the current file:\n"
+        "<<<<<<< SEARCH\n(lines copied from the file)\n=======\n(their replacement)\n>>>>>>> REPLACE\n"
+        f"or the COMPLETE new {path} in one ```python code block."
+    )
+    system = ("You are an expert Python programmer who improves programs step by step. Keep every function the "
+              "rest of the program calls, keep return types, and never fake results.")
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def apply_answer(old: str, answer: str) -> str:
+    """The file's new text from the model's answer (ValueError with a reason if unusable)."""
+    edits = SEARCH_RE.findall(answer)
+    if edits:
+        new = old
+        for search, replace in edits:
+            if search in new:
+                new = new.replace(search, replace, 1)
+                continue
+            stripped = [line.strip() for line in search.splitlines() if line.strip()]
+            lines = new.splitlines()
+            for i in range(len(lines) - len(stripped) + 1):
+                if [line.strip() for line in lines[i:i + len(stripped)]] == stripped:
+                    indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+                    body = [indent + r.strip() if r.strip() else r for r in replace.splitlines()]
+                    lines[i:i + len(stripped)] = body
+                    new = "\n".join(lines) + "\n"
+                    break
+            else:
+                raise ValueError(f"a SEARCH block matches nothing in the file: {search.strip()[:80]!r}")
+        return new
+    blocks = FENCE_RE.findall(answer)
+    if not blocks:
+        raise ValueError("no SEARCH/REPLACE block and no code block in the answer")
+    block = max(blocks, key=len)
+    return block if _names(old) <= _names(block) else _merge(old, block)
+
+
+def _names(source: str) -> set[str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+
+
+def _merge(old: str, block: str) -> str:
+    """Replace the old file's functions that ``block`` redefines, by name."""
+    try:
+        new_defs = {n.name: n for n in ast.parse(block).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    except SyntaxError as e:
+        raise ValueError(f"the code block does not parse: {e}") from None
+    if not new_defs:
+        raise ValueError("the code block is not the whole file and defines no function")
+    lines, src = old.splitlines(), block.splitlines()
+    for node in sorted(ast.parse(old).body, key=lambda n: -n.lineno):
+        if getattr(node, "name", None) in new_defs:
+            d = new_defs.pop(node.name)
+            start = min([node.lineno] + [x.lineno for x in node.decorator_list]) - 1
+            dstart = min([d.lineno] + [x.lineno for x in d.decorator_list]) - 1
+            lines[start:node.end_lineno] = src[dstart:d.end_lineno]
+    for d in new_defs.values():  # new helpers go at the end
+        dstart = min([d.lineno] + [x.lineno for x in d.decorator_list]) - 1
+        lines += ["", ""] + src[dstart:d.end_lineno]
+    return "\n".join(lines) + "\n"
