@@ -52,7 +52,7 @@ def run_self(srv, tree, limits=None, seed=1, parent_id=0):
 
 def test_every_built_in_seed_carries_the_same_seed_improver():
     roots = [*Path(CP_DIR).parent.glob("*/seed"), TEMPLATE_SEED]
-    assert len(roots) == 6
+    assert len(roots) == 7
     for root in roots:
         assert "self_improve = \"improve.py\"" in (root / "agent.toml").read_text(), root
         for name in ("improve.py", "improver_kit.py"):
