@@ -56,6 +56,9 @@ class MutationSection(_Section):
         default_factory=lambda: dict(DEFAULT_WEIGHTS)
     )
     exemplars: int = Field(2, ge=0, le=10)
+    # the code of strong programs from other lineages, shown in FM prompts (FunSearch, ShinkaEvolve)
+    inspirations: int = Field(1, ge=0, le=5)
+    inspiration_chars: int = Field(3000, ge=0, description="longest program shown as an inspiration")
     failures_shown: int = Field(2, ge=0, le=10)
     # one idea per prompt, drawn from the evaluator's ideas plus these, with this probability
     ideas: list[str] = Field(default_factory=list)

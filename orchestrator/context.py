@@ -11,7 +11,7 @@ from archive import Node
 from orchestrator.config import MutationSection
 from orchestrator.ledger import Ledger
 from orchestrator.mutation.operators import summarise
-from orchestrator.mutation.prompts import Exemplar, ProposalContext
+from orchestrator.mutation.prompts import Exemplar, Inspiration, ProposalContext
 
 
 class ContextBuilder:
@@ -31,12 +31,13 @@ class ContextBuilder:
         texts = self.texts_of(parent.id)
         editable = list(texts)
         failures = self.failures(parent.id)
+        target = rng.choice(editable)
         return ProposalContext(
             task=self.task,
             parent_id=parent.id,
             files=texts,
             editable=editable,
-            target=rng.choice(editable),
+            target=target,
             score=parent.score,
             public_metrics=dict(parent.public_metrics),
             feedback=parent.feedback,
@@ -45,6 +46,7 @@ class ContextBuilder:
                 for n in self.ledger.top(self.mutation.exemplars, excluding=parent.id)
             ],
             failures=failures,
+            inspirations=self.inspirations(parent, target),
             idea=self._idea(rng),
             tree=self.tree_of(parent.id),
             record=public_record(parent, self.task, failures),
@@ -61,6 +63,32 @@ class ContextBuilder:
             if n.error not in seen:
                 seen[n.error] = f"{n.operator} change ({summarise(n.response or '', 80)}): {n.error}"
         return list(seen.values())
+
+    def inspirations(self, parent: Node, target: str) -> list[Inspiration]:
+        """The best programs outside the parent's lineage (neither its ancestors nor its
+        descendants) whose ``target`` file differs from the parent's and fits the size budget."""
+        want, limit = self.mutation.inspirations, self.mutation.inspiration_chars
+        if want <= 0:
+            return []
+        own = self.texts_of(parent.id).get(target)
+        ancestors = self._ancestry(parent.id)
+        out: list[Inspiration] = []
+        for node in self.ledger.top(10 * want, excluding=parent.id):
+            if len(out) == want:
+                break
+            if node.id in ancestors or parent.id in self._ancestry(node.id):
+                continue
+            code = self.texts_of(node.id).get(target)
+            if code and code != own and len(code) <= limit:
+                out.append(Inspiration(node.id, node.score, code))
+        return out
+
+    def _ancestry(self, node_id: int) -> set[int]:
+        out, node = set(), self.ledger.get(node_id)
+        while node is not None and node.parent_id is not None:
+            out.add(node.parent_id)
+            node = self.ledger.get(node.parent_id)
+        return out
 
     def _idea(self, rng: random.Random) -> str:
         if self.ideas and rng.random() < self.mutation.idea_share:

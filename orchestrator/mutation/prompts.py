@@ -50,6 +50,15 @@ class Exemplar:
     note: str = ""  # first line of its public feedback
 
 
+@dataclass(frozen=True)
+class Inspiration:
+    """A strong program from another lineage: its version of the file being edited."""
+
+    node_id: int
+    score: float
+    code: str
+
+
 @dataclass
 class ProposalContext:
     """Everything a proposal needs, gathered by the loop (workers never touch the archive)."""
@@ -64,6 +73,7 @@ class ProposalContext:
     feedback: str = ""
     exemplars: list[Exemplar] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # recent failed children of this parent
+    inspirations: list[Inspiration] = field(default_factory=list)  # strong programs of other lineages
     idea: str = ""  # a direction to try, from the evaluator's or the campaign's ideas
     # for operators that run the agent's own code: its whole tree, and its public evaluation record
     # (per-stage public results, feedback, failed attempts; never private metrics)
@@ -107,6 +117,9 @@ def build_messages(ctx: ProposalContext, instructions: str) -> list[dict[str, st
             for e in ctx.exemplars
         ]
         parts.append("## Other programs in the archive\n" + "\n".join(lines))
+    for insp in ctx.inspirations:
+        parts.append(f"## A strong program from another lineage: node {insp.node_id} (score {insp.score:.4f}), "
+                     f"its {ctx.target}\n```python\n{insp.code.rstrip()}\n```")
     if ctx.failures:
         lines = [f"- {_clip_middle(f, 400)}" for f in ctx.failures]
         parts.append("## Earlier changes to this program that FAILED (avoid repeating them)\n" + "\n".join(lines))

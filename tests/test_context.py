@@ -1,0 +1,43 @@
+"""What a proposal sees: exemplars, failures, and inspirations from other lineages only."""
+
+from __future__ import annotations
+
+import random
+
+from archive import Node, NodeStatus
+from orchestrator.config import MutationSection
+from orchestrator.context import ContextBuilder
+from orchestrator.ledger import Ledger
+from orchestrator.mutation.prompts import build_messages
+
+
+def node(i, parent, score, status=NodeStatus.ADMITTED, **kw):
+    return Node(id=i, campaign="t", parent_id=parent, status=status, commit="c", score=score, **kw)
+
+
+CODE = {0: "x = 0\n", 1: "x = 1\n", 2: "x = 2\n", 3: "x = 3\n", 4: "x = 4 # " + "long " * 100 + "\n"}
+
+
+def builder(**mutation) -> ContextBuilder:
+    ledger = Ledger([node(0, None, 0.5), node(1, 0, 0.9), node(2, 0, 0.8), node(3, 1, 0.7), node(4, 0, 0.95),
+                     node(5, 3, None, NodeStatus.INVALID, error="boom", response="Make it faster.", operator="diff"),
+                     node(6, 3, None, NodeStatus.INVALID, error="boom", response="Again.", operator="rewrite")])
+    return ContextBuilder("T", [], MutationSection(**mutation), ledger, lambda i: {"a.py": CODE[i]},
+                          lambda i: {"a.py": CODE[i].encode()})
+
+
+def test_inspirations_come_from_other_lineages_within_the_size_budget():
+    b = builder(inspirations=1, inspiration_chars=100)
+    ctx = b.build(b.ledger.nodes[3], random.Random(0))
+    # node 4 is the best but too long, node 1 is an ancestor of 3: node 2 is shown
+    assert [(i.node_id, i.code) for i in ctx.inspirations] == [(2, "x = 2\n")]
+    assert "## A strong program from another lineage: node 2 (score 0.8000), its a.py\n```python\nx = 2\n```" in \
+        build_messages(ctx, "go")[1]["content"]
+    assert b.build(b.ledger.nodes[0], random.Random(0)).inspirations == []  # every other node descends from it
+    assert builder(inspirations=0).build(b.ledger.nodes[3], random.Random(0)).inspirations == []
+
+
+def test_failures_of_the_parent_are_shown_once_each():
+    b = builder()
+    assert b.failures(3) == ["rewrite change (Again.): boom"]  # the newest; the same error is not repeated
+    assert b.failures(1) == []
