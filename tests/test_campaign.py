@@ -195,10 +195,11 @@ def test_invalid_seed_stops_the_campaign_with_the_reason(tmp_path):
 
 
 def test_ideas_reach_prompts_at_the_configured_share(tmp_path):
+    # 16 draws from 2 campaign ideas among 9: every one of them missing the campaign's is (7/9)^16 < 2 %
     (tmp_path / "all").mkdir(), (tmp_path / "none").mkdir()
     ideas = 'ideas = ["IDEA-ONE: rotate a ring", "IDEA-TWO: use a grid"]\nidea_share = 1.0'
     with ScriptedFMServer([], default=Reply("no idea")) as srv:
-        run_campaign(tmp_path / "all", srv, iterations=6, operators="{ rewrite = 1.0 }\n" + ideas)
+        run_campaign(tmp_path / "all", srv, iterations=16, operators="{ rewrite = 1.0 }\n" + ideas)
         prompts = [r["messages"][-1]["content"] for r in srv.requests]
     assert all("## An idea you may try\n" in p for p in prompts)
     shown = {p.split("## An idea you may try\n")[1].split("\n")[0] for p in prompts}

@@ -27,8 +27,9 @@ TOLERANCE = 1e-9
 TASK = f"""Pack {N_CIRCLES} circles into the unit square [0,1]x[0,1] so that the SUM OF THEIR RADII is as
 large as possible. Circles must lie fully inside the square and must not overlap. The best known sum
 is about {BEST_KNOWN}. `construct_packing()` in packing.py returns (centers, radii): a ({N_CIRCLES}, 2)
-array of centres and a ({N_CIRCLES},) array of radii (numpy is available). The evaluator recomputes
-validity and the sum from what you return; it must finish within a few seconds.
+array of centres and a ({N_CIRCLES},) array of radii (numpy and scipy are available). The evaluator
+recomputes validity and the sum from what you return; it may use up to about ten seconds of CPU, so a
+numeric optimiser (scipy.optimize) can refine a construction.
 Keep exactly {N_CIRCLES} circles and keep the helper functions the code uses. Small, targeted changes
 to the current construction (positions, ring sizes, how many circles go where, how the radii are
 grown) are more reliable than rewriting everything."""
@@ -90,6 +91,11 @@ class CirclePackingEvaluator(Evaluator):
         "Change how many circles go in each ring, keeping 26 circles in total.",
         "After the radii are computed, grow each circle in turn until it touches a neighbour or a wall.",
         "Circles in the corners and along the walls can be larger; dense regions often follow hexagonal patterns.",
+        # constrained optimisation, the step that took evolved programs past rings (general knowledge)
+        "Optimise all centres and radii together with scipy.optimize.minimize (method SLSQP): maximise the sum of "
+        "radii subject to no overlap and staying inside the square, starting from the current construction.",
+        "For fixed centres the best radii solve a linear program (scipy.optimize.linprog): maximise the sum of the "
+        "radii subject to r_i + r_j <= distance(i, j) for every pair and each radius <= its distance to every wall.",
     )
     stages = (
         Stage(
