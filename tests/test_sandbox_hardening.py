@@ -408,7 +408,10 @@ def test_concurrent_sandboxes_share_no_per_uid_quota(backend, tmp_path):
 # -- 6. docker: a guard the candidate cannot stop, a deadline that outlives dgm ----------------
 STOPPER = """
 import os, signal, time
-os.kill(-1, signal.SIGSTOP)  # every process this uid may signal: the guard, docker-init
+try:
+    os.kill(-1, signal.SIGSTOP)  # every process this uid may signal: the guard, docker-init
+except ProcessLookupError:
+    pass  # none: the guard is out of reach
 deadline = time.monotonic() + 120
 while time.monotonic() < deadline:
     open("heartbeat.tmp", "w").write(str(time.time())); os.replace("heartbeat.tmp", "heartbeat")
@@ -475,6 +478,49 @@ def test_docker_reaps_expired_sandboxes_on_start_and_from_the_watchdog():
     ensure_watchdog()
     _wait_for(lambda: not sb.client.containers.list(all=True, filters={"id": expired.id}), 20,
               "the host-side watchdog to remove an expired container")
+
+
+BWRAP_CHILD = """
+import sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from sandboxes.base import Limits, python_ro_paths
+from sandboxes.bwrap import BwrapSandbox
+BwrapSandbox().run([sys.executable, "-I", "-S", "probe.py"], Path({wd!r}), Limits(wall_s=30),
+                   ro_paths=python_ro_paths())
+"""
+
+
+@needs_root
+@needs_bwrap
+def test_bwrap_candidate_dies_with_a_killed_dgm_and_its_quota_mount_is_swept(tmp_path):
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "probe.py").write_text(textwrap.dedent(STOPPER))
+    child = subprocess.Popen([sys.executable, "-c", BWRAP_CHILD.format(root=str(ROOT), wd=str(wd))])
+    try:
+        _wait_for(lambda: (wd / "heartbeat").exists(), 60, "the candidate's heartbeat")
+        assert os.path.ismount(wd)
+        child.kill()
+        child.wait()
+
+        def stopped():
+            try:
+                before = (wd / "heartbeat").read_text()
+                time.sleep(0.5)
+                return (wd / "heartbeat").read_text() == before
+            except FileNotFoundError:  # another process's sweep already took the mount
+                return True
+
+        _wait_for(stopped, 10, "the candidate to die with its dgm")
+        # the dead dgm's quota mount, loop device and image go at the next sweep (any dgm's)
+        quota.sweep()
+        _wait_for(lambda: not os.path.ismount(wd), 5, "the dead owner's quota mount to be swept")
+        assert not [f for f in os.listdir(quota.STATE_DIR) if f".{child.pid}." in f]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 # -- 7. CPU seconds for the whole sandbox -----------------------------------------------------
