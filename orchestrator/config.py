@@ -60,6 +60,7 @@ class MutationSection(_Section):
     inspirations: int = Field(1, ge=0, le=5)
     inspiration_chars: int = Field(3000, ge=0, description="longest program shown as an inspiration")
     failures_shown: int = Field(2, ge=0, le=10)
+    rewrite_below_lines: int = Field(30, ge=0, description="diff asks for the whole file when it is shorter")
     # one idea per prompt, drawn from the evaluator's ideas plus these, with this probability
     ideas: list[str] = Field(default_factory=list)
     idea_share: float = Field(0.5, ge=0, le=1)
@@ -106,6 +107,12 @@ class EvaluationSection(_Section):
     # for evaluators whose candidates call the model while evaluated (fm_access): per evaluation
     fm_calls: int = Field(400, gt=0, description="FM calls one evaluation may make; more are refused")
     fm_tokens: int = Field(1_000_000, gt=0, description="FM tokens one evaluation may use; calls beyond are refused")
+    # where evaluations run: threads on this machine, or Ray tasks (docs/ray.md)
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = None  # ray: a running cluster ("ray://head:10001", "auto"); none: a local one on loopback
+    cpus: int | None = Field(None, ge=1, description="ray, local cluster only: its CPUs (default: the machine's)")
+    cpus_per_eval: float = Field(1.0, gt=0, description="ray: CPUs one evaluation reserves")
+    retries: int = Field(1, ge=0, le=10, description="ray: re-runs of an evaluation whose worker or node died")
 
 
 class SandboxSection(_Section):

@@ -285,3 +285,26 @@ def test_an_answer_with_no_usable_edit_keeps_the_most_telling_error():
         any_edit(RINGS, "<<<<<<< SEARCH\nstep = 0.1\n=======\nstep = 0.05\n>>>>>>> REPLACE")
     with pytest.raises(ProposalInvalid, match="redefine none"):
         any_edit(RINGS, "```python\nstep = 0.05\n```")
+
+
+def test_comment_search_replace_blocks_are_read():
+    from orchestrator.mutation.parsing import any_edit
+
+    old = "def f():\n    batch = 32\n    lr = 0.1\n    return batch * lr\n"
+    fenced = "Raise the learning rate.\n```python\n# SEARCH\n    lr = 0.1\n# REPLACE\n    lr = 0.2\n```\n"
+    assert any_edit(old, fenced) == old.replace("lr = 0.1", "lr = 0.2")
+    two = "```\n# SEARCH\nbatch = 32\n# REPLACE\nbatch = 64\n# SEARCH\nlr = 0.1\n# REPLACE:\nlr = 0.05\n# END\n```"
+    assert any_edit(old, two) == old.replace("32", "64").replace("0.1", "0.05")
+
+
+def test_the_edit_example_is_a_real_line_of_the_program_with_one_number_changed():
+    from orchestrator.mutation.parsing import any_edit
+    from orchestrator.mutation.prompts import edit_example
+
+    code = 'def f():\n    """Doc 1.5."""\n    n = 3\n    r = 0.25 * x\n    return r\n'
+    example = edit_example(code, seed=1)
+    search = example.split("<<<<<<< SEARCH\n")[1].split("\n=======")[0]
+    replace = example.split("=======\n")[1].split("\n>>>>>>> REPLACE")[0]
+    assert search == "    r = 0.25 * x" and replace == "    r = 0.275 * x"
+    assert any_edit(code, example) == code.replace("0.25", "0.275")  # copied as is, it still applies
+    assert edit_example("def f():\n    return 1\n", seed=1) == ""  # no number to show: no example

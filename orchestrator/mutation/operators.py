@@ -30,6 +30,7 @@ from orchestrator.mutation.prompts import (
     REWRITE_INSTRUCTIONS,
     TWEAK_INSTRUCTIONS,
     ProposalContext,
+    edit_example,
     build_messages,
     render,
 )
@@ -135,6 +136,21 @@ class FMOperator(Operator):
 class DiffOperator(FMOperator):
     name = "diff"
     instructions = DIFF_INSTRUCTIONS
+    #: files this short are asked for whole (small models rewrite a short file more reliably than
+    #: they copy a SEARCH part exactly); ``[mutation] rewrite_below_lines``
+    rewrite_below_lines = 30
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "DiffOperator":
+        op = cls()
+        op.rewrite_below_lines = cfg.mutation.rewrite_below_lines
+        return op
+
+    def instructions_for(self, ctx: ProposalContext, sampling: Sampling) -> str:
+        code = ctx.files[ctx.target]
+        if code.count("\n") < self.rewrite_below_lines:
+            return REWRITE_INSTRUCTIONS
+        return self.instructions.replace("{example}", edit_example(code, sampling.seed))
 
     def apply(self, old: str, answer: str) -> str:
         # models asked for a diff often answer with before/after blocks, the whole file, a few
@@ -147,6 +163,11 @@ class TweakOperator(DiffOperator):
 
     name = "tweak"
     instructions = TWEAK_INSTRUCTIONS
+    rewrite_below_lines = 0  # a tweak is never a rewrite
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "TweakOperator":
+        return cls()
 
 
 class RewriteOperator(FMOperator):

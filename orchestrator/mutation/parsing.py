@@ -35,9 +35,19 @@ class Edit:
 # "# Original: <line>" followed by "# Replace with: <line>": a shape small models use for one-line edits
 ORIGINAL_RE = re.compile(r"^\s*#\s*Original:\s*(?P<search>\S.*?)\s*\n\s*#\s*Replace(?: with)?:\s*(?P<replace>.*?)\s*$", re.M | re.I)
 
+# "# SEARCH" / "# REPLACE" comment lines around the old and the new lines (a form the 1.5B model
+# writes inside a code block); the new lines end at the next "# SEARCH", a "# END" line or the fence
+COMMENT_SR_RE = re.compile(
+    r"^[ \t]*#+[ \t]*SEARCH[ \t:]*\n(?P<search>.*?)\n[ \t]*#+[ \t]*REPLACE[ \t:]*(?:\n(?P<replace>.*?))?"
+    r"(?=\n[ \t]*#+[ \t]*(?:SEARCH|END)\b|\n```|\Z)",
+    re.M | re.S | re.I,
+)
+
 
 def parse_diff(text: str) -> list[Edit]:
     edits = [Edit(m["search"], m["replace"]) for m in SEARCH_RE.finditer(text)]
+    if not edits:
+        edits = [Edit(m["search"], (m["replace"] or "").rstrip("\n")) for m in COMMENT_SR_RE.finditer(text)]
     if not edits:
         edits = [Edit(m["search"], m["replace"]) for m in ORIGINAL_RE.finditer(text)]
     if not edits:

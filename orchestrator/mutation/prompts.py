@@ -17,22 +17,34 @@ SYSTEM = (
 
 DIFF_INSTRUCTIONS = """Propose ONE focused improvement to {target}. First write one sentence saying what you change and why.
 Then give one or more SEARCH/REPLACE blocks. The SEARCH part is copied exactly from the current
-program; the part after ======= replaces it. For example, to change one line:
-<<<<<<< SEARCH
-    step = 0.1
-=======
-    step = 0.05
->>>>>>> REPLACE"""
+program; the part after ======= replaces it.{example}"""
 
 TWEAK_INSTRUCTIONS = """Improve {target} by changing ONE or TWO numbers in it (a size, a count, a position, a step, a
 threshold) by a small amount; keep everything else. First write one sentence saying which number you
 change and why. Then give SEARCH/REPLACE blocks. The SEARCH part is copied exactly from the current
-program; the part after ======= replaces it. For example:
-<<<<<<< SEARCH
-    step = 0.1
-=======
-    step = 0.09
->>>>>>> REPLACE"""
+program; the part after ======= replaces it.{example}"""
+
+
+def edit_example(code: str, seed: int) -> str:
+    """A SEARCH/REPLACE example made from a line of the current program with one of its numbers
+    changed: copied as it is, it is still a real, applicable edit (a fixed example such as
+    `step = 0.1` was copied by the model into edits that matched nothing). Empty when no code
+    line holds a number."""
+    import random
+    import re
+
+    lines = [line for line in code.split("\n") if line.strip() and not line.strip().startswith(("#", '"', "'"))
+             and re.search(r"(?<![\w.])\d+\.\d+(?![\w.])", line)]
+    if not lines:
+        return ""
+    line = random.Random(seed).choice(lines)
+    m = re.search(r"(?<![\w.])(\d+\.\d+)(?![\w.])", line)
+    new = format(float(m.group(1)) * 1.1, ".4g")
+    if "." not in new and "e" not in new:
+        new += ".0"
+    changed = line[: m.start(1)] + new + line[m.end(1):]
+    return f" For example, to change one number:\n<<<<<<< SEARCH\n{line}\n=======\n{changed}\n>>>>>>> REPLACE"
+
 
 FUNCTION_INSTRUCTIONS = """Improve the function `{name}` in {target}. First write one sentence saying what you change and why.
 Then give the COMPLETE new definition of `{name}` in one ```python code block (add any new helper
@@ -125,7 +137,7 @@ def build_messages(ctx: ProposalContext, instructions: str) -> list[dict[str, st
         parts.append("## Earlier changes to this program that FAILED (avoid repeating them)\n" + "\n".join(lines))
     if ctx.idea:
         parts.append(f"## An idea you may try\n{ctx.idea.strip()}")
-    parts.append("## Your answer\n" + instructions.format(target=ctx.target))
+    parts.append("## Your answer\n" + instructions.replace("{target}", ctx.target))
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
