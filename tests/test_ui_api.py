@@ -187,12 +187,31 @@ def test_change_to_an_old_finished_node_shows_up_on_a_full_scan(run, monkeypatch
     view = ui_data.RunView(run, min_interval_s=0)
     try:
         monkeypatch.setattr(ui_data, "RECENT", 0)
+        monkeypatch.setattr(ui_data, "SLACK_S", 0.0)
         cur = view.changes(0)["cursor"]
         with Archive.open(run) as arc:
             arc.update_node(1, score=0.65)  # finished, and older than the RECENT window
+            arc.add_node(parent_id=4, status="invalid", operator="diff", message="n", error="e")
+            page = view.changes(cur)  # a quick refresh reads new ids only
+            assert [(r[0], r[4]) for r in page["rows"]] == [(5, None)]
+            arc.update_node(5, error="later")  # newer than node 1's edit
+            cur = view.changes(page["cursor"])["cursor"]
         monkeypatch.setattr(ui_data, "FULL_SCAN_S", 0.0)
         page = view.changes(cur)
         assert [(r[0], r[4]) for r in page["rows"]] == [(1, 0.65)]
+    finally:
+        view.close()
+
+
+def test_a_big_run_is_served_while_it_loads(run):
+    view = ui_data.RunView(run, load=False)
+    try:
+        page = view.changes(0)
+        assert page["rows"] == [] and page["loading"] == {"loaded": 0, "rows": 5}
+        view.load(chunk=2)
+        page = view.changes(0)
+        assert [r[0] for r in page["rows"]] == [0, 1, 2, 3, 4] and page["loading"] is None
+        assert page["summary"]["nodes"] == 5 and page["cursor"] == 5
     finally:
         view.close()
 

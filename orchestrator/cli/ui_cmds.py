@@ -29,8 +29,8 @@ def ui(run_dirs: tuple[Path, ...], host: str, port: int, token: str | None) -> N
     except BindError as e:
         raise click.UsageError(str(e)) from None
     url = server.url + (f"?token={token}" if token else "")
-    total = sum(len(r.nodes) for r in server.runs)
-    click.echo(f"dgm ui: {len(server.runs)} run(s), {total} nodes, at {url}  (Ctrl-C to stop)")
+    total = sum(r.rows_at_open for r in server.runs)
+    click.echo(f"dgm ui: {len(server.runs)} run(s), {total:,} nodes, at {url}  (Ctrl-C to stop)")
     server.serve_forever()
 
 

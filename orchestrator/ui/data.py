@@ -6,10 +6,14 @@ change gets the next sequence number, so a client receives each change once, wha
 writer's clocks. The totals are the campaign's own :class:`~orchestrator.ledger.Ledger`, fed the
 same way (one node at a time, never recomputed).
 
+Loading: a big run is read ``LOAD_CHUNK`` rows at a time, each chunk under the lock, so a server
+answers at once and pages receive the nodes through the same cursor as they are read.
+
 Change detection: ``PRAGMA data_version`` says whether anyone committed since the last look (no
 row read when nothing changed); then rows newer than the newest id, or changed among the nodes
-still in flight and the last ``RECENT`` ids, are read by primary-key range. Every ``FULL_SCAN_S``
-seconds the whole table is checked, so an edit of an old finished node shows up too.
+still in flight and the last ``RECENT`` ids, are read by primary-key range. At most every
+``FULL_SCAN_S`` seconds after a commit, the whole table is checked for rows edited since the last
+full scan, so an edit of an old finished node shows up too.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from orchestrator.ledger import Ledger
 
 from . import series
 
+LOAD_CHUNK = 2000  # rows read under the lock at a time while loading
 RECENT = 1000  # ids below the newest that are re-checked on every refresh
 FULL_SCAN_S = 30.0
 SLACK_S = 5.0  # updated_at look-back: a writer's clock may step back a little
@@ -116,7 +121,7 @@ def _clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
 class RunView:
     """One run, opened read-only. Thread-safe; ``refresh`` is cheap when nothing changed."""
 
-    def __init__(self, run_dir: str | Path, index: int = 0, *, min_interval_s: float = 0.3):
+    def __init__(self, run_dir: str | Path, index: int = 0, *, min_interval_s: float = 0.3, load: bool = True):
         self.run_dir = Path(run_dir)
         self.index = index
         self.archive = Archive.open(self.run_dir, readonly=True)
@@ -141,8 +146,14 @@ class RunView:
         self._data_version: int | None = None
         self._last_check = 0.0
         self._last_full = 0.0
+        self._scan_mark = -math.inf  # updated_at as of the last full scan: later edits are newer
+        self._unscanned = False  # a commit happened since the last full scan
         self._series: tuple[int, dict[str, Any]] | None = None
-        self.refresh(force=True)
+        self._closed = False
+        self.loaded = False
+        self.rows_at_open: int = self._db.execute("SELECT COUNT(*) FROM nodes").fetchone()[0]
+        if load:
+            self.load()
 
     @property
     def name(self) -> str:
@@ -150,43 +161,78 @@ class RunView:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()
             self.archive.close()
 
     # ---- keeping up with the writer ---------------------------------------------------
 
-    def refresh(self, force: bool = False) -> int:
-        """Read what changed since the last look; returns how many nodes changed."""
+    def load(self, chunk: int = LOAD_CHUNK) -> None:
+        """Read every node, ``chunk`` rows at a time, each chunk under the lock, so a server started
+        on a big run answers (with the nodes read so far, through the same cursor) while it loads."""
+        started = time.time()
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                newest = max(self.nodes, default=-1)
+                cur = self._db.execute(f"SELECT {self._select} FROM nodes WHERE id > ? ORDER BY id LIMIT ?", (newest, chunk))
+                if self._read(cur) < chunk:
+                    break
         with self._lock:
+            self.loaded = True
+            self._scan_mark = started  # nodes edited while loading were edited after this
+            self.refresh(force=True)
+
+    def start_loading(self) -> threading.Thread:
+        thread = threading.Thread(target=self.load, name=f"dgm-ui-load-{self.index}", daemon=True)
+        thread.start()
+        return thread
+
+    def _read(self, cur: sqlite3.Cursor) -> int:
+        """Apply the rows of a query; returns how many rows it had."""
+        names = [d[0] for d in cur.description]
+        n = 0
+        for row in cur:
+            n += 1
+            rec = dict(zip(names, row))
+            for k in JSON_FIELDS:
+                if k in rec:
+                    rec[k] = json.loads(rec[k]) if rec[k] else None
+            self._apply(light_node(rec))
+        return n
+
+    def refresh(self, force: bool = False) -> int:
+        """Read what changed since the last look (nothing while the first load runs); returns the
+        change count of the view's cursor."""
+        with self._lock:
+            if not self.loaded or self._closed:
+                return 0
             now = time.monotonic()
             if not force and now - self._last_check < self.min_interval_s:
                 return 0
             self._last_check = now
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
-            if not force and version == self._data_version:
-                return 0
+            committed = version != self._data_version
             self._data_version = version
+            self._unscanned |= committed  # a commit since the last full scan may have edited an old node
+            full = force or (self._unscanned and now - self._last_full >= FULL_SCAN_S)
+            if not committed and not full:
+                return 0
             newest = max(self.nodes, default=-1)
-            if force or now - self._last_full >= FULL_SCAN_S:
+            if full:
+                self._unscanned = False
                 self._last_full = now
-                low, since = 0, -math.inf
-                if self.nodes:
-                    since = max(n.updated_at for n in self.nodes.values()) - SLACK_S
+                low, since = 0, self._scan_mark - SLACK_S
             else:
                 low = min(self._unfinished | {max(0, newest - RECENT)})
                 since = max((self.nodes[i].updated_at for i in range(low, newest + 1) if i in self.nodes), default=0.0) - SLACK_S
             sql = f"SELECT {self._select} FROM nodes WHERE id > ? OR (id >= ? AND updated_at >= ?) ORDER BY id"
-            cur = self._db.execute(sql, (newest, low, since if math.isfinite(since) else -1e300))
-            names = [d[0] for d in cur.description]
-            changed = 0
-            for row in cur:
-                rec = dict(zip(names, row))
-                for k in JSON_FIELDS:
-                    if k in rec:
-                        rec[k] = json.loads(rec[k]) if rec[k] else None
-                if self._apply(light_node(rec)):
-                    changed += 1
-            return changed
+            seq = self.seq
+            self._read(self._db.execute(sql, (newest, low, since if math.isfinite(since) else -1e300)))
+            if full:
+                self._scan_mark = max((n.updated_at for n in self.nodes.values()), default=-math.inf)
+            return self.seq - seq
 
     def _apply(self, node: Node) -> bool:
         old = self.nodes.get(node.id)
@@ -225,6 +271,7 @@ class RunView:
                 "fields": ROW_FIELDS,
                 "rows": [self.rows[i] for i in ids],
                 "total": len(self.nodes),
+                "loading": None if self.loaded else {"loaded": len(self.nodes), "rows": self.rows_at_open},
                 "summary": self.summary(),
             }
 

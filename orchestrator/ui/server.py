@@ -190,7 +190,7 @@ class UIServer:
         check_bind(host, token)
         self.host = host
         self.token = token or None
-        self.runs = [RunView(d, i) for i, d in enumerate(run_dirs)]
+        self.runs = [RunView(d, i, load=False) for i, d in enumerate(run_dirs)]
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -210,14 +210,24 @@ class UIServer:
         host = f"[{self.host.strip('[]')}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
+    def load(self, wait: bool = False) -> None:
+        """Read every run's nodes in background threads (pages show them as they arrive)."""
+        threads = [run.start_loading() for run in self.runs]
+        if wait:
+            for t in threads:
+                t.join()
+
     def serve_forever(self) -> None:
+        self.load()
         try:
             self.server.run(sockets=[self.sock])
         finally:
             self.close()
 
-    def start(self) -> UIServer:
-        """Serve from a background thread (tests, benchmarks); returns once it answers."""
+    def start(self, wait_loaded: bool = True) -> UIServer:
+        """Serve from a background thread (tests, benchmarks); returns once it answers (and, by
+        default, once every node is read)."""
+        self.load(wait=wait_loaded)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self._thread.start()
         while not self.server.started:

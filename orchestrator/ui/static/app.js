@@ -138,7 +138,9 @@
     const live = $("live");
     if (!src.live) { live.textContent = "static export"; live.className = "live off"; return; }
     const t = app.lastPoll ? app.lastPoll.toLocaleTimeString() : "–";
-    live.textContent = app.pollOk ? `live · updated ${t}` : `server unreachable, retrying (last update ${t})`;
+    const loading = app.runs.filter(m => m.loading).map(m => `${f.int(m.loading.loaded)} of ${f.int(m.loading.rows)}`);
+    live.textContent = !app.pollOk ? `server unreachable, retrying (last update ${t})`
+      : loading.length ? `live · reading nodes: ${loading.join(", ")} · updated ${t}` : `live · updated ${t}`;
     live.className = app.pollOk ? "live" : "live off";
   }
 

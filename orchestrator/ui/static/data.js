@@ -69,6 +69,7 @@ window.dgm = window.dgm || {};
       }
       this.cursor = page.cursor;
       this.summary = page.summary;
+      this.loading = page.loading || null;  // {loaded, rows} while the server reads a big run
       if (page.rows.length || page.reset) this.version++;
       return page.rows.length;
     }

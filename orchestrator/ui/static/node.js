@@ -117,6 +117,10 @@
       el("div", { class: "links" }, `children (${detail.children.length}): `, detail.children.slice(0, 60).map(id => nodeLink(id)), detail.children.length > 60 ? "…" : ""),
       extras || null);
     const parts = [head];
+    if (n.draws && n.draws.length > 1) {
+      parts.push(el("p", { "data-section": "draws" }, el("strong", { text: "evaluated " + n.draws.length + " times: " }),
+        n.draws.map(f.score).join(", "), " (the score is their mean)"));
+    }
     if (n.error) parts.push(el("div", { class: "error-box", "data-section": "error" }, el("strong", { text: "error: " }), pre(n.error)));
     if (detail.final_feedback) parts.push(el("p", {}, el("strong", { text: "feedback: " }), detail.final_feedback));
     parts.push(section("diff against the parent", diffPre(detail.diff), true, "diff"));

@@ -105,8 +105,10 @@
       const root = m.byId.get(0);
       this.empty.hidden = !!root;
       if (!root) { this.layout = []; this.pos = new Map(); this.onChange(); return; }
-      if (!st.auto && m.size > AUTO_COLLAPSE_ABOVE) { this._autoCollapse(this.path); }
-      st.auto = true;
+      if (!st.auto && m.size > AUTO_COLLAPSE_ABOVE) {  // once per run (a big run may arrive in parts)
+        this._autoCollapse(this.path);
+        st.auto = true;
+      }
       this.sizes = this._subtreeSizes();
       const collapsed = st.collapsed;
       const h = d3.hierarchy(root, n => {
@@ -170,12 +172,13 @@
       const kids = this.model.children.get(id);
       if (!kids || !kids.length) return;
       const c = this.state().collapsed;
+      this.state().auto = true;
       if (c.has(id)) c.delete(id); else c.add(id);
       this.builtVersion = -1;
       this.update();
     }
 
-    expandAll() { this.state().collapsed.clear(); this.builtVersion = -1; this.update(); }
+    expandAll() { this.state().collapsed.clear(); this.state().auto = true; this.builtVersion = -1; this.update(); }
 
     collapseOffPath() {
       const c = this.state().collapsed, path = this.model.bestPath();
