@@ -73,6 +73,7 @@ def shots(tmp_path) -> Path:
 
 @pytest.fixture
 def page(browser, shots):
+    """Ask for it after ``server``: fixtures close in reverse order, so the page stops polling first."""
     p = Page(browser, shots)
     yield p
     p.close()
@@ -110,7 +111,7 @@ def server(run):
     srv.stop()
 
 
-def test_tree_loads_and_a_click_shows_the_nodes_diff(page, server):
+def test_tree_loads_and_a_click_shows_the_nodes_diff(server, page):
     p = page.page
     p.goto(server.url)
     page.wait_tree()
@@ -127,7 +128,7 @@ def test_tree_loads_and_a_click_shows_the_nodes_diff(page, server):
     page.shot("tree-node")
 
 
-def test_filters_by_status_operator_and_stage_and_collapse(page, server):
+def test_filters_by_status_operator_and_stage_and_collapse(server, page):
     p = page.page
     p.goto(server.url)
     page.wait_tree()
@@ -156,7 +157,7 @@ def test_filters_by_status_operator_and_stage_and_collapse(page, server):
     p.wait_for_selector("#tree-canvas[data-visible='5']", state="attached", timeout=DEADLINE_MS)
 
 
-def test_nodes_arrive_live_while_the_archive_is_written(page, server, run):
+def test_nodes_arrive_live_while_the_archive_is_written(server, page, run):
     p = page.page
     p.goto(server.url)
     page.wait_tree()
@@ -182,7 +183,7 @@ def test_nodes_arrive_live_while_the_archive_is_written(page, server, run):
     expect(p.locator("#node-panel [data-section='diff'] pre")).to_contain_text("+STEP = 0.35", timeout=DEADLINE_MS)
 
 
-def test_node_page_shows_stages_metrics_prompt_answer(page, server):
+def test_node_page_shows_stages_metrics_prompt_answer(server, page):
     p = page.page
     p.goto(server.url + "#node/0/1")
     p.wait_for_selector("#view-node[data-node='1']", state="attached", timeout=DEADLINE_MS)
@@ -218,6 +219,7 @@ def test_progress_and_compare_views(page, run, tmp_path):
         p.locator("#nav a[data-view='tree']").click()
         expect(p.locator("#summary")).to_contain_text("cp2")
     finally:
+        page.page.goto("about:blank")  # stop polling before the server goes
         srv.stop()
 
 
