@@ -378,7 +378,7 @@ class BwrapSandbox(Sandbox):
                     r.extra.update(disk_quota_mb=round(self.disk / 2**20), inode_quota=self.inodes)
                     return r
             if self.pool is not None:
-                lease = self.pool.lease()
+                lease = self.pool.lease(prefer=os.stat(wd).st_uid)
                 self.pool.clear_keys(lease.uid)
             uid = lease.uid if lease is not None else self.uid
             gid = lease.gid if lease is not None else self.gid

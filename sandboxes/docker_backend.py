@@ -449,7 +449,7 @@ class DockerSandbox(Sandbox):
                     r.extra.update(disk_quota_mb=round(self.disk / 2**20), inode_quota=self.inodes)
                     return r
             if self.pool is not None:
-                lease = self.pool.lease()
+                lease = self.pool.lease(prefer=os.stat(wd).st_uid)
                 self.pool.clear_keys(lease.uid)
                 uid, gid = lease.uid, lease.gid
             else:

@@ -41,24 +41,21 @@ _CLEAR_KEYS = ("import ctypes; l = ctypes.CDLL(None, use_errno=True)\n"
 
 
 def reserved_block_ids() -> set[int]:
-    """uids/gids that mounted file systems let use their reserved blocks (``resuid=``/``resgid=``)."""
+    """uids/gids that mounted file systems let use their reserved blocks (``resuid=``/``resgid=``
+    in a mount's super or per-mount options)."""
     ids = set()
     try:
         text = Path("/proc/self/mountinfo").read_text()
     except OSError:
         return ids
     for line in text.splitlines():
-        opts = line.partition(" - ")[2].split()
-        for opt in (opts[2].split(",") if len(opts) > 2 else []):
+        left, _, right = line.partition(" - ")
+        lf, rf = left.split(), right.split()
+        opts = (lf[5] if len(lf) > 5 else "") + "," + (rf[2] if len(rf) > 2 else "")
+        for opt in opts.split(","):
             key, _, val = opt.partition("=")
             if key in ("resuid", "resgid") and val.isdigit():
                 ids.add(int(val))
-    for line in text.splitlines():  # mount options too (ext4 shows them in either field)
-        for opt in line.split(" - ")[0].split()[5:6]:
-            for o in opt.split(","):
-                key, _, val = o.partition("=")
-                if key in ("resuid", "resgid") and val.isdigit():
-                    ids.add(int(val))
     return ids
 
 
@@ -108,18 +105,24 @@ class UidPool:
         self._mutex = threading.Lock()
         self._cleared: dict[int, int] = {}  # uid -> key count right after our last clear
 
-    def lease(self) -> UidLease:
+    def lease(self, prefer: int | None = None) -> UidLease:
+        """A free uid: ``prefer`` if it is in the pool and free (the work directory's owner from
+        an earlier run: no re-chown of its whole tree), else the next one round robin."""
         with self._mutex:
             start = self._next
-            for i in range(self.size):
-                uid = self.base + (start + i) % self.size
+            order = [self.base + (start + i) % self.size for i in range(self.size)]
+            if prefer is not None and self.base <= prefer < self.base + self.size:
+                order.remove(prefer)
+                order.insert(0, prefer)
+            for uid in order:
                 fd = os.open(self.lock_dir / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     os.close(fd)
                     continue
-                self._next = (start + i + 1) % self.size  # round robin: spread per-uid leftovers
+                if uid != prefer:  # round robin: spread per-uid leftovers
+                    self._next = (uid - self.base + 1) % self.size
                 return UidLease(self, uid, fd)
         raise SandboxError(f"all {self.size} sandbox uids ({self.base}..{self.base + self.size - 1}) "
                            "are in use: more concurrent runs than the pool; pass a larger uid_pool")
