@@ -540,7 +540,7 @@ def test_cpu_seconds_are_counted_over_the_whole_sandbox(backend, tmp_path):
     r = _py(_sb(backend), tmp_path, SPREAD, Limits(wall_s=40, cpu_s=2, memory_mb=512, pids=64))
     assert r.limit_hit == "cpu", r
     assert r.extra.get("cpu_s", 99) < 2 + 2.5, r.extra
-    assert time.monotonic() - t < 20
+    assert time.monotonic() - t < 30  # 2 CPU-s of 4 busy processes, on a loaded 2-core machine
 
 
 # -- the probes -------------------------------------------------------------------------------
