@@ -15,6 +15,8 @@ from .data import RunView
 from .server import STATIC_DIR
 
 _SCRIPT = re.compile(r'<script src="static/([\w.\-]+)"></script>')
+#: scripts the served page loads on first use (charts); the export inlines them up front
+LAZY_SCRIPTS = ("chart.umd.min.js", "charts.js")
 _STYLE = re.compile(r'<link rel="stylesheet" href="static/([\w.\-]+)">')
 
 
@@ -59,4 +61,5 @@ def export_html(run_dirs: list[str | Path]) -> str:
     marker = "<!--DGM_DATA-->"
     if marker not in page:
         raise RuntimeError(f"{STATIC_DIR / 'index.html'} lacks the {marker} marker")
-    return page.replace(marker, "<script>window.DGM_DATA=" + _inline_json(data) + ";</script>", 1)
+    lazy = "".join("<script>\n" + _inline_script((STATIC_DIR / name).read_text()) + "\n</script>\n" for name in LAZY_SCRIPTS)
+    return page.replace(marker, "<script>window.DGM_DATA=" + _inline_json(data) + ";</script>\n" + lazy, 1)

@@ -191,7 +191,26 @@
     return data;
   }
 
+  // Chart.js is loaded on first use, so the tree's first render does not wait for it
+  let chartsLoading = null;
+  function ensureCharts() {
+    if (window.Chart && dgm.drawProgress) return Promise.resolve();
+    if (!chartsLoading) {
+      const load = src => new Promise((resolve, reject) => {
+        const s = document.createElement("script");
+        s.src = src;
+        s.onload = resolve;
+        s.onerror = () => reject(new Error("cannot load " + src));
+        document.body.append(s);
+      });
+      chartsLoading = (window.Chart ? Promise.resolve() : load("static/chart.umd.min.js"))
+        .then(() => (dgm.drawProgress ? null : load("static/charts.js")));
+    }
+    return chartsLoading;
+  }
+
   async function refreshSeries(run) {
+    await ensureCharts();
     const data = await seriesOf(run);
     if (app.view === "progress" && run === app.run) {
       dgm.drawProgress(data);
@@ -200,6 +219,7 @@
   }
 
   async function refreshCompare() {
+    await ensureCharts();
     const rows = [];
     for (const m of app.runs) rows.push({ name: m.name, series: await seriesOf(m.index), summary: m.summary });
     if (app.view !== "compare") return;

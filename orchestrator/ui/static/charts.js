@@ -1,5 +1,6 @@
 // Progress and compare charts (Chart.js), fed by /api/runs/{r}/series (orchestrator/ui/series.py).
 "use strict";
+window.dgm = window.dgm || {};
 
 (function (dgm) {
   const PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"];
