@@ -87,8 +87,18 @@ def click_node(page, node_id: int) -> float:
     return page.evaluate("dgmUI.timings().detailMs")
 
 
+def depth(run_dir: Path) -> dict:
+    """The tree's shape: a deep tree costs the ledger (its clade walk is O(depth) per node)."""
+    with Archive.open(run_dir, readonly=True) as arc:
+        parent = {r[0]: r[1] for r in arc.store.skeleton()}
+    d: dict[int, int] = {}
+    for i in sorted(parent):
+        d[i] = 0 if parent[i] is None else d[parent[i]] + 1
+    return {"max": max(d.values()), "mean": round(statistics.mean(d.values()), 1)}
+
+
 def bench_size(browser, run_dir: Path, n: int) -> dict:
-    out: dict = {"nodes": n}
+    out: dict = {"nodes": n, "depth": depth(run_dir)}
     t0 = time.perf_counter()
     srv = UIServer([run_dir], port=0).start()
     out["server_load_ms"] = round((time.perf_counter() - t0) * 1000, 1)
