@@ -66,6 +66,12 @@ backend = "auto"              # bwrap, else docker; "process" needs trusted = tr
 """
 
 
+#: templates whose campaign differs from the default. coding is DGM's own setting: the agent's own
+#: improver writes each child; its full stage is long on CPU (every problem, and the held-out split)
+TEMPLATE_OPERATORS = {"coding": {"self": 1.0}}
+FULL_STAGE_NOTE = {"coding": 'add "full" to score all 124 problems and the held-out split (an hour or more on 2 cores)'}
+
+
 def write_campaign(dest: Path, evaluator: str, name: str | None = None) -> Path:
     cls = registry.load_class(evaluator)
     dest.mkdir(parents=True, exist_ok=True)
@@ -76,9 +82,10 @@ def write_campaign(dest: Path, evaluator: str, name: str | None = None) -> Path:
     names = [s.name for s in cls.stages]
     stages = ""
     if len(names) > 2 and names[-1] == "full":  # the full stage is sized for a GPU
-        stages = f"stages = {names[:-1]!r}   # add \"full\" on a GPU machine\n".replace("'", '"')
+        note = FULL_STAGE_NOTE.get(evaluator, 'add "full" on a GPU machine')
+        stages = f"stages = {names[:-1]!r}   # {note}\n".replace("'", '"')
     config.write_text(CAMPAIGN_TOML.format(config=config, name=name or dest.resolve().name, evaluator=evaluator, stages=stages,
-        operators=", ".join(f"{k} = {v}" for k, v in DEFAULT_WEIGHTS.items()),
+        operators=", ".join(f"{k} = {v}" for k, v in TEMPLATE_OPERATORS.get(evaluator, DEFAULT_WEIGHTS).items()),
     ))
     return config
 
