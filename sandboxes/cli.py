@@ -146,7 +146,6 @@ def exec_cmd(backend, trusted, memory, pids, cpu_seconds, cpus, file_size, timeo
     sys.stderr.write(result.stderr)
     if result.limit_hit:
         limit_values = {"memory": f"{limits.memory_mb} MB", "cpu": f"{limits.cpu_s} CPU-s",
-                        "disk quota": f"{disk}, {inodes} files",
                         "pids": f"{limits.pids} processes", "file_size": f"{limits.file_mb} MB",
                         "output": f"{limits.file_mb} MB"}
         value = limit_values.get(result.limit_hit)

@@ -120,8 +120,15 @@ def _image_name() -> str:
     return f"{owner_tag()}.{uuid.uuid4().hex[:10]}.img"
 
 
+def effective_inodes(disk: int, inodes: int) -> int:
+    """``inodes``, capped so the inode tables (256 bytes each) take at most 1/8 of ``disk``:
+    mkfs refuses more (``dgm sandbox exec --disk 16M`` with the default 200,000 inodes)."""
+    return max(64, min(inodes, disk // 2048))
+
+
 def _make_image(disk: int, inodes: int) -> Path:
     """A fresh, formatted, sparse ext4 image (never mounted yet)."""
+    inodes = effective_inodes(disk, inodes)
     STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     img = STATE_DIR / _image_name()
     with open(img, "wb") as f:
@@ -258,7 +265,7 @@ def attach(workdir: str, disk: int = DEFAULT_DISK, inodes: int = DEFAULT_INODES)
             log.warning("work directory %s is a mount point already: no disk quota for it", workdir)
             return None
         _release_idle_empty()
-        qm = QuotaMount(workdir, Path(), disk, inodes, busy=1)
+        qm = QuotaMount(workdir, Path(), disk, effective_inodes(disk, inodes), busy=1)
         _mounts[workdir] = qm  # reserved under the lock: concurrent attaches of one path wait below
     try:
         qm.image = _take_image(disk, inodes)
@@ -267,6 +274,8 @@ def attach(workdir: str, disk: int = DEFAULT_DISK, inodes: int = DEFAULT_INODES)
         os.rename(workdir, aside)
         try:
             os.mkdir(workdir, 0o700)
+            os.chown(workdir, st.st_uid, st.st_gid)  # the plain directory under the mount, as
+            os.chmod(workdir, st.st_mode & 0o7777)  # it reappears after release(keep=True)
             _mount(qm.image, workdir)
         except BaseException:
             if os.path.isdir(workdir):

@@ -588,3 +588,8 @@ def test_run_result_names_the_disk_quota():
     r = RunResult(3, "", "OSError: [Errno 28] No space left on device", 1.0, LIMIT_DISK, "bwrap",
                   extra={"disk_quota_mb": 32, "inode_quota": 2000})
     assert not r.ok and "disk quota" in r.describe() and "32 MiB" in r.describe()
+
+
+def test_inode_count_is_capped_to_what_mkfs_accepts():
+    assert quota.effective_inodes(16 * 2**20, 200_000) == 8192
+    assert quota.effective_inodes(4 * 2**30, 200_000) == 200_000
