@@ -34,7 +34,7 @@ DENY = (
     # kernel attack surface / observation
     "bpf", "perf_event_open", "userfaultfd", "lookup_dcookie", "io_uring_setup",
     "io_uring_enter", "io_uring_register", "fanotify_init", "open_by_handle_at",
-    "name_to_handle_at", "quotactl", "quotactl_fd", "nfsservctl",
+    "quotactl", "quotactl_fd", "nfsservctl",
     # mounts (old and new API)
     "mount", "umount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount",
     "fspick", "open_tree", "move_mount", "mount_setattr",
