@@ -290,14 +290,21 @@ def attach(workdir: str, disk: int = DEFAULT_DISK, inodes: int = DEFAULT_INODES)
             pass
         try:
             fs.copy_tree(aside, workdir)
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                fs.remove_tree(aside)  # the contents are gone with the quota fs on release
+        except BaseException as e:
+            # put the original directory back (unquota'd, as it was), then report
+            with _lock:
+                qm.busy = 0
+                _release_locked(workdir)
+            os.rmdir(workdir)
+            os.rename(aside, workdir)
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise QuotaExceeded(e.errno, f"the work directory's contents exceed the disk quota "
-                                    f"({disk / 2**20:.0f} MiB, {inodes} inodes)") from e
+                                    f"({disk / 2**20:.0f} MiB, {qm.inodes} files)") from e
             raise
         fs.remove_tree(aside)
         return qm
+    except QuotaExceeded:
+        raise
     except BaseException:
         with _lock:
             qm.busy = 0

@@ -593,3 +593,19 @@ def test_run_result_names_the_disk_quota():
 def test_inode_count_is_capped_to_what_mkfs_accepts():
     assert quota.effective_inodes(16 * 2**20, 200_000) == 8192
     assert quota.effective_inodes(4 * 2**30, 200_000) == 200_000
+
+
+@needs_root
+@needs_bwrap
+def test_contents_larger_than_the_quota_are_kept_and_reported(tmp_path):
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    with open(wd / "data.bin", "wb") as f:
+        f.truncate(0)
+        f.write(b"x" * (40 * 2**20))  # the evaluator's data, larger than the 32 MiB quota
+    r = _sb("bwrap", **QUOTA).run(["true"], wd, Limits(wall_s=20))
+    assert r.limit_hit == "disk quota" and "disk quota" in r.describe(), r
+    assert not os.path.ismount(wd) and (wd / "data.bin").stat().st_size == 40 * 2**20
+    assert not list(tmp_path.glob("wd.dgm-*"))
+    fs.remove_tree(wd)
+    _assert_nothing_left(wd)
