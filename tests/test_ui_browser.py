@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,11 @@ from archive import Archive
 from orchestrator.ui.browser import find_chromium, launch
 from orchestrator.ui.export import export_html
 from orchestrator.ui.server import UIServer
+from tests.campaign_helpers import distinct_grids, write_config
+from tests.fm_server import ScriptedFMServer
 
 DEADLINE_MS = 15_000
+DGM = [sys.executable, "-m", "orchestrator.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +248,40 @@ def test_static_export_opens_offline(browser, shots, run, tmp_path):
     finally:
         page.close()
     assert requests and all(u.startswith("file://") or u.startswith("data:") for u in requests), requests
+
+
+def test_a_real_campaign_appears_live(browser, shots, tmp_path):
+    """`dgm run` (a scripted FM server over HTTP, real circle-packing evaluations) writes while the
+    page is open: its nodes arrive without a reload, and the best one's diff is the model's edit."""
+    env = {**os.environ, "DGM_TEST_KEY": "sk-test"}
+    camp = tmp_path / "camp"
+    subprocess.run([*DGM, "init", str(camp), "--template", "circle_packing"], check=True, capture_output=True, env=env)
+    with ScriptedFMServer(responder=distinct_grids(prompt_tokens=50, completion_tokens=20)) as fm:
+        cfg = write_config(camp, fm.base_url, iterations=1)
+        subprocess.run([*DGM, "run", str(cfg), "--no-live"], check=True, capture_output=True, env=env, timeout=300)
+        srv = UIServer([camp / "run"], port=0).start()
+        page = Page(browser, shots)
+        try:
+            p = page.page
+            p.goto(srv.url)
+            page.wait_tree()
+            expect(p.locator("#match-count")).to_have_attribute("data-total", "2", timeout=DEADLINE_MS)
+            proc = subprocess.Popen([*DGM, "run", str(cfg), "--iterations", "4", "--no-live"], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                expect(p.locator("#match-count")).to_have_attribute("data-total", "5", timeout=300_000)
+                assert proc.wait(timeout=300) == 0, proc.stderr.read()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            with Archive.open(camp / "run", readonly=True) as arc:
+                best = arc.best(1)[0].id
+            expect(p.locator("#summary")).to_contain_text(f"best node {best}", timeout=DEADLINE_MS)
+            page.shot("real-campaign")
+            page.click_node(best)
+            expect(p.locator("#node-panel [data-section='diff'] pre")).to_contain_text("np.arange(5)", timeout=DEADLINE_MS)
+            page.shot("real-campaign-node")
+            p.goto("about:blank")
+        finally:
+            page.close()
+            srv.stop()
