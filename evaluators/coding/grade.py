@@ -120,6 +120,9 @@ class Remote:
             raise Stop("an unreadable answer from the solution's process")
         if "raised" in answer:
             raise Stop(f"raised {str(answer['raised'])[:60]} on a hidden test")
+        if "unplain" in answer:
+            raise Stop(f"returned a {str(answer['unplain'])[:60]} on a hidden test, not plain data "
+                       "(numbers, strings, lists, tuples, dicts, sets, None)")
         if "ok" not in answer:
             raise Stop("an unreadable answer from the solution's process")
         try:
@@ -205,11 +208,14 @@ def serve(entry_point):
     for line in inbox:
         args = decode(json.loads(line))
         try:
-            answer = {"ok": encode(fn(*args))}
-        except TypeError as e:
-            answer = {"raised": "TypeError" if "plain data" not in str(e) else str(e)}
+            value = fn(*args)
         except BaseException as e:  # noqa: BLE001
             answer = {"raised": type(e).__name__}
+        else:
+            try:
+                answer = {"ok": encode(value)}
+            except (TypeError, ValueError, RecursionError):
+                answer = {"unplain": type(value).__name__}
         proto.write(json.dumps(answer) + "\n")
         proto.flush()
     return 0
