@@ -104,8 +104,8 @@ class CandidateRun:
         """Run a Python harness file (relative to ``workdir``) with the sandbox's interpreter.
 
         Isolated mode (``-I``): neither the work directory nor ``PYTHONPATH`` is on ``sys.path``,
-        so a harness that imports the candidate's module puts the work directory there itself
-        (``sys.path.insert(0, os.getcwd())``) before importing it.
+        so a harness that imports the candidate's module puts the work directory there itself,
+        last (``sys.path.append(os.getcwd())``: a candidate's ``numpy.py`` must not replace numpy).
         """
         return self.execute([self.python, "-I", "-B", script, *args], limits, env)
 

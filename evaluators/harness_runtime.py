@@ -3,8 +3,8 @@ the program that starts a harness, and the start every harness shares.
 
     python -I -B _dgm_runtime.py _dgm_config.json
 
-Isolated mode (``-I``) leaves the work directory off ``sys.path``; this puts it there, reads the
-config and calls ``main(config)`` of ``_dgm_harness.py``. Its exit status is the harness's.
+Isolated mode (``-I``) leaves the work directory off ``sys.path``; this puts it there (last), reads
+the config and calls ``main(config)`` of ``_dgm_harness.py``. Its exit status is the harness's.
 Standard library only at import time.
 """
 import contextlib
@@ -20,7 +20,9 @@ REPORT = "report.json"
 
 
 def launch(config_path):
-    sys.path.insert(0, os.getcwd())
+    # Last, not first: the work directory holds the candidate's files, and a numpy.py or torch.py
+    # there must not stand in for a module the harness (or torch itself) imports.
+    sys.path.append(os.getcwd())
     sys.modules.setdefault("_dgm_runtime", sys.modules[__name__])  # harnesses import this very module
     with open(config_path) as f:
         config = json.load(f)
@@ -47,7 +49,7 @@ def import_entry(entry):
 
 
 def take_inputs(path):
-    """The arrays the evaluator wrote; the file is deleted first thing, so the candidate, imported
+    """The arrays the evaluator wrote; the file is deleted once loaded, so the candidate, imported
     later, cannot read data meant for later tasks from the work directory."""
     import numpy as np
 

@@ -140,6 +140,15 @@ def test_timeout_extension_by_detached_child_is_killed(tmp_path, run):
     assert survivors == []
 
 
+def test_a_file_named_like_a_module_cannot_stand_in_for_it(tmp_path, evaluator_copy):
+    # the work directory is the last place imports look: the candidate's numpy.py never replaces
+    # numpy, for the harness or for the candidate's own code
+    d = agent(tmp_path, SEED_BODY)
+    (d / "numpy.py").write_text("raise RuntimeError('the shadow numpy was imported')\n")
+    res = evaluate(evaluator_copy(timeout_s=4), d, make_sandbox("auto"), seed=1)
+    assert res.valid and res.public_metrics["sum_radii"] == pytest.approx(SEED_SUM), res.error
+
+
 def test_symlinked_artifact_is_not_followed(tmp_path, run):
     # a valid packing sits outside the sandbox; the candidate points result.json at it and exits
     hidden = tmp_path / "evaluator-side" / "answer.json"
