@@ -306,3 +306,22 @@ def test_synthetic_runs_are_consistent_archives(tmp_path):
         assert arc.check() == []
         counts = Ledger(arc.nodes()).summary()["counts"]
     assert sum(counts.values()) == 200 and all(counts[s] for s in ("admitted", "rejected", "invalid", "failed"))
+
+
+def test_dgm_ui_command_serves_until_interrupted(run):
+    import re
+    import signal
+
+    proc = subprocess.Popen([*DGM, "ui", str(run), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
+        assert m and "1 run(s), 5 nodes" in line, line
+        url = m[1]
+        page = _poll_until(url + "api/runs/0/nodes", 0, lambda p: p["loading"] is None)
+        assert page["total"] == 5
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) in (0, 130)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

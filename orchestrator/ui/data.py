@@ -35,7 +35,7 @@ from orchestrator.ledger import Ledger
 
 from . import series
 
-LOAD_CHUNK = 2000  # rows read under the lock at a time while loading
+LOAD_CHUNK = 500  # rows read under the lock at a time while loading (requests wait at most one chunk)
 RECENT = 1000  # ids below the newest that are re-checked on every refresh
 FULL_SCAN_S = 30.0
 SLACK_S = 5.0  # updated_at look-back: a writer's clock may step back a little
