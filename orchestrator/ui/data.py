@@ -149,6 +149,7 @@ class RunView:
         self._scan_mark = -math.inf  # updated_at as of the last full scan: later edits are newer
         self._unscanned = False  # a commit happened since the last full scan
         self._series: tuple[int, dict[str, Any]] | None = None
+        self._summary: tuple[int, dict[str, Any]] | None = None
         self._closed = False
         self.loaded = False
         self.rows_at_open: int = self._db.execute("SELECT COUNT(*) FROM nodes").fetchone()[0]
@@ -276,9 +277,11 @@ class RunView:
             }
 
     def summary(self) -> dict[str, Any]:
-        """What ``dgm status`` shows (the ledger's summary), plus where the run is."""
+        """What ``dgm status`` shows (the ledger's summary), plus where the run is; kept until a node changes."""
         with self._lock:
-            return finite({"run_dir": str(self.run_dir), "campaign": self.campaign, **self.ledger.summary()})
+            if self._summary is None or self._summary[0] != self.seq:
+                self._summary = (self.seq, finite({"run_dir": str(self.run_dir), "campaign": self.campaign, **self.ledger.summary()}))
+            return self._summary[1]
 
     def series(self) -> dict[str, Any]:
         self.refresh()
