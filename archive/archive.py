@@ -330,7 +330,7 @@ class Archive:
         with lock.mutex:
             report = RecoveryReport(removed_locks=self.repo.remove_stale_locks())
             ids = {r[0] for r in self.store.skeleton()}
-            for nid in sorted(self.repo.list_node_refs()):
+            for nid in sorted(self.repo.node_ref_ids()):
                 if nid not in ids:
                     self.repo.delete_ref(node_ref(nid))
                     report.deleted_refs.append(nid)

@@ -29,6 +29,7 @@ class Node(BaseModel):
     parent_id: int | None
     status: NodeStatus
     commit: str  # git commit in the run's repository; its git parent is the parent node's commit
+    digest: str = ""  # digest of the whole agent tree it was evaluated with (orchestrator.memory.tree_digest)
     operator: str = ""  # "seed", "diff", "rewrite", "self_edit", ...
     created_at: float = 0.0
     updated_at: float = 0.0

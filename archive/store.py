@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import from_json
+
 from .node import Node, NodeStatus
 
 DB_NAME = "archive.db"
@@ -152,8 +154,20 @@ class NodeStore:
         for name, value in zip(cols, row):
             if value is None and name != "parent_id" and name != "score":
                 continue  # NULL from a migrated column: use the model default
-            data[name] = json.loads(value) if name in JSON_FIELDS else value
-        return Node.model_validate(data)
+            data[name] = from_json(value) if name in JSON_FIELDS else value
+        # rows are what insert/update wrote from validated Nodes: rebuilding them without
+        # validating again makes loading a 100,000-node archive several times faster
+        data["status"] = NodeStatus(data["status"])
+        if len(data) != len(FIELDS):  # a NULL or a column older than the model: its default
+            for name in FIELDS:
+                if name not in data:
+                    data[name] = Node.model_fields[name].get_default(call_default_factory=True)
+        node = object.__new__(Node)
+        object.__setattr__(node, "__dict__", data)
+        object.__setattr__(node, "__pydantic_fields_set__", set(data))
+        object.__setattr__(node, "__pydantic_extra__", None)
+        object.__setattr__(node, "__pydantic_private__", None)
+        return node
 
     def _check_writable(self) -> None:
         if self.readonly:

@@ -30,9 +30,9 @@ from orchestrator.config import CampaignConfig
 from orchestrator.context import ContextBuilder
 from orchestrator.errors import CampaignError
 from orchestrator.events import NodeEvent
-from orchestrator.executor import EvalJob, EvaluationEnvironment, Executor, LocalExecutor, SandboxSpec
+from orchestrator.executor import EvalJob, EvaluationEnvironment, Executor, SandboxSpec, make_executor
 from orchestrator.ledger import Ledger
-from orchestrator.memory import ProgramMemory
+from orchestrator.memory import ProgramMemory, tree_digest
 from orchestrator.mutation.operators import Operator, Proposal, Sampling
 from orchestrator.mutation.prompts import ProposalContext
 from orchestrator.plan import CampaignPlan
@@ -97,13 +97,14 @@ class Campaign:
         self.plan = plan or CampaignPlan.from_config(cfg)
         self.evaluator = self.plan.evaluator
         self.operators: dict[str, Operator] = self.plan.operators
-        self.executor = executor or LocalExecutor(cfg.evaluation.workers, EvaluationEnvironment(fm=fm))
+        self.executor = executor or make_executor(cfg.evaluation, EvaluationEnvironment(fm=fm), evaluator=self.evaluator)
         self.on_update = on_update or (lambda stats: None)
         self.sandbox = SandboxSpec(cfg.sandbox.backend, cfg.sandbox.trusted, cfg.evaluation.use_gpu, cfg.evaluation.evals_per_gpu)
         self.eval_seed = random.Random(f"eval-{cfg.campaign.random_seed}").randrange(2**31)
         self.rng = random.Random()  # seeded in run(), from the number of nodes already there
         self.stats = Stats()
-        self.ledger = Ledger(confidence=cfg.admission.confidence)
+        uses_clades = any(getattr(p, "uses_clades", False) for p in (self.plan.select, *self.plan.select_for.values()))
+        self.ledger = Ledger(confidence=cfg.admission.confidence, clades=uses_clades)
         self.files = AgentFiles()
         self.memory = ProgramMemory()
         self.context = ContextBuilder(
@@ -219,12 +220,11 @@ class Campaign:
         if seed is None:
             seed_dir = self.cfg.campaign.seed_agent or self.evaluator.seed_agent()
             load_manifest(seed_dir)  # a broken seed fails here, with the file and field named
-            seed = self._record(
-                self.archive.add_node(
-                    parent_id=None, status=NodeStatus.EVALUATING, operator="seed", src_dir=seed_dir,
-                    message=f"seed agent from {seed_dir}",
-                )
+            seed = self.archive.add_node(
+                parent_id=None, status=NodeStatus.EVALUATING, operator="seed", src_dir=seed_dir,
+                message=f"seed agent from {seed_dir}",
             )
+            seed = self._record(self.archive.update_node(seed.id, digest=tree_digest(self.files.tree(seed.id))))
         if not seed.status.finished:
             self._emit(f"evaluating the seed agent (node {SEED_ID})")
             pending = PendingEvaluation(SEED_ID, time.monotonic())
@@ -289,19 +289,31 @@ class Campaign:
             del weights[name]  # a standalone operator always finds the seed, so this ends
 
     def _select_parent(self, op: Operator) -> Node | None:
-        eligible = self.ledger.parents()
-        if op.selective:
-            eligible = [n for n in eligible if (t := self.files.texts_or_none(n.id)) is not None and op.can_work_from(t)]
-        if not eligible:
+        """A parent for ``op`` by its selection policy, over the ledger's arrays (the lower bound
+        stands for the score); a selective operator's parent must also be one it can work from."""
+        ids, bound, children = self.ledger.parent_arrays()
+        if len(ids) == 0:
             return None
         policy = self.plan.select_for.get(op.name, self.plan.select)
-        children = self.ledger.children
-        scores, counts = [self.ledger.lcb(n) for n in eligible], [children.get(n.id, 0) for n in eligible]
+        if not op.selective:
+            return self.ledger.nodes[int(ids[selection.sample(self._probs(policy, ids, bound, children), self.rng)[0]])]
+        works = lambda n: (t := self.files.texts_or_none(n.id)) is not None and op.can_work_from(t)  # noqa: E731
+        if policy in selection.PER_NODE:  # p_i depends on node i alone: draw, and redraw if it cannot work from it
+            probs = self._probs(policy, ids, bound, children)
+            for _ in range(32):
+                node = self.ledger.nodes[int(ids[selection.sample(probs, self.rng)[0]])]
+                if works(node):
+                    return node
+        keep = [i for i, node_id in enumerate(ids) if works(self.ledger.nodes[int(node_id)])]
+        if not keep:
+            return None
+        ids, bound, children = ids[keep], bound[keep], children[keep]
+        return self.ledger.nodes[int(ids[selection.sample(self._probs(policy, ids, bound, children), self.rng)[0]])]
+
+    def _probs(self, policy: selection.Policy, ids, bound, children):
         if getattr(policy, "uses_clades", False):
-            probs = policy(scores, counts, clades=[self.ledger.clade(n.id) for n in eligible], rng=self.rng)
-        else:
-            probs = policy(scores, counts)
-        return eligible[selection.sample(probs, self.rng)[0]]
+            return policy(bound, children, clades=[self.ledger.clade(int(i)) for i in ids], rng=self.rng)
+        return policy(bound, children)
 
     def _record_proposal(self, fut: Future, pending: PendingProposal) -> int | None:
         """Write the attempt as a node; return its id when it should be evaluated."""
@@ -341,7 +353,8 @@ class Campaign:
             timings=timings, **common,
         )
         self.files.remember(node.id, tree, texts)
-        node = self.archive.update_node(node.id, timings={**timings, "archive_s": time.perf_counter() - t0})
+        node = self.archive.update_node(node.id, digest=tree_digest(tree),
+                                        timings={**timings, "archive_s": time.perf_counter() - t0})
         self._record(node)  # its program counts from now, before its score is in
         return node.id
 

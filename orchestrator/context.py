@@ -65,29 +65,22 @@ class ContextBuilder:
         return list(seen.values())
 
     def inspirations(self, parent: Node, target: str) -> list[Inspiration]:
-        """The best programs outside the parent's lineage (neither its ancestors nor its
-        descendants) whose ``target`` file differs from the parent's and fits the size budget."""
+        """The best programs of other lineages (branches from the seed other than the parent's, so
+        neither its ancestors nor its descendants) whose ``target`` file differs from the parent's
+        and fits the size budget. Every node descends from the seed, so the seed gets none."""
         want, limit = self.mutation.inspirations, self.mutation.inspiration_chars
-        if want <= 0:
+        if want <= 0 or parent.parent_id is None:
             return []
-        own = self.texts_of(parent.id).get(target)
-        ancestors = self._ancestry(parent.id)
+        own, branch = self.texts_of(parent.id).get(target), self.ledger.lineage.get(parent.id)
         out: list[Inspiration] = []
         for node in self.ledger.top(10 * want, excluding=parent.id):
             if len(out) == want:
                 break
-            if node.id in ancestors or parent.id in self._ancestry(node.id):
+            if node.parent_id is None or self.ledger.lineage.get(node.id) == branch:
                 continue
             code = self.texts_of(node.id).get(target)
             if code and code != own and len(code) <= limit:
                 out.append(Inspiration(node.id, node.score, code))
-        return out
-
-    def _ancestry(self, node_id: int) -> set[int]:
-        out, node = set(), self.ledger.get(node_id)
-        while node is not None and node.parent_id is not None:
-            out.add(node.parent_id)
-            node = self.ledger.get(node.parent_id)
         return out
 
     def _idea(self, rng: random.Random) -> str:

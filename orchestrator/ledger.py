@@ -15,6 +15,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Iterable
 
+import numpy as np
+
 from archive import Node, NodeStatus
 
 #: statuses of a child whose answer failed (the model wrote something unusable, or the call broke)
@@ -56,6 +58,7 @@ class _Share:
     ranked: bool  # a possible parent: admitted with a score
     clade: tuple[float, float]  # (successes, failures) it adds to its own clade and every ancestor's
     noise: tuple[float, int]  # (sum of squared deviations of its draws, degrees of freedom)
+    draws: int  # independent evaluations of it
     score: float | None
     operator: str | None
     yield_: OperatorYield = field(default_factory=OperatorYield)
@@ -79,9 +82,57 @@ def _noise(draws: list[float]) -> tuple[float, int]:
     return (sum((d - mean) ** 2 for d in draws), len(draws) - 1)
 
 
+class ParentIndex:
+    """The possible parents as arrays (id, mean score, evaluations, admitted children), so that a
+    selection policy over 100,000 of them is a few vector operations. Order: as admitted (a removal,
+    which is rare, moves the last one into the gap)."""
+
+    def __init__(self) -> None:
+        self._cap = 0
+        self.size = 0
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.score = np.zeros(0)
+        self.draws = np.zeros(0)
+        self.children = np.zeros(0)
+        self.pos: dict[int, int] = {}
+
+    def _grow(self) -> None:
+        self._cap = max(1024, 2 * self._cap)
+        for name in ("ids", "score", "draws", "children"):
+            old = getattr(self, name)
+            new = np.zeros(self._cap, dtype=old.dtype)
+            new[: self.size] = old[: self.size]
+            setattr(self, name, new)
+
+    def add(self, node_id: int, score: float, draws: int, children: int) -> None:
+        if self.size == self._cap:
+            self._grow()
+        i = self.size
+        self.ids[i], self.score[i], self.draws[i], self.children[i] = node_id, score, max(1, draws), children
+        self.pos[node_id] = i
+        self.size += 1
+
+    def remove(self, node_id: int) -> None:
+        i, last = self.pos.pop(node_id), self.size - 1
+        if i != last:
+            moved = int(self.ids[last])
+            for arr in (self.ids, self.score, self.draws, self.children):
+                arr[i] = arr[last]
+            self.pos[moved] = i
+        self.size -= 1
+
+    def add_child(self, parent_id: int, sign: int) -> None:
+        i = self.pos.get(parent_id)
+        if i is not None:
+            self.children[i] += sign
+
+
 class Ledger:
-    def __init__(self, nodes: Iterable[Node] = (), *, confidence: float = 0.0) -> None:
+    def __init__(self, nodes: Iterable[Node] = (), *, confidence: float = 0.0, clades: bool = True) -> None:
         self.confidence = confidence  # z of the lower confidence bound (0: rank by the mean)
+        # clade counts cost O(depth) per evaluated node (a walk up the ancestry): kept only when a
+        # selection policy reads them (cmp)
+        self.track_clades = clades
         self._noise = [0.0, 0]  # pooled (sum of squares, degrees of freedom) of every node evaluated twice or more
         self.nodes: dict[int, Node] = {}
         self.counts: dict[str, int] = {s.value: 0 for s in NodeStatus}
@@ -89,10 +140,11 @@ class Ledger:
         self.children: dict[int, int] = {}  # parent id → admitted children
         self.operators: dict[str, OperatorYield] = {}
         self._ranked: list[tuple[float, int]] = []  # (-score, id) of admitted scored nodes, sorted
-        self._parents: dict[int, None] = {}  # the same nodes, in the order they were admitted
+        self.index = ParentIndex()  # the same nodes as arrays, for selection
         self._failures: dict[int, list[int]] = {}  # parent id → ids of children with a failed answer
         self._shares: dict[int, _Share] = {}
         self._clades: dict[int, list[float]] = {}  # node id → [successes, failures] of its clade
+        self.lineage: dict[int, int] = {}  # node id → the seed's child it descends from (the seed: itself)
         for node in sorted(nodes, key=lambda n: n.id):
             self.record(node)
 
@@ -103,6 +155,9 @@ class Ledger:
         old = self._shares.pop(node.id, None)
         if old is not None:
             self._apply(node.id, old, -1)
+        if node.id not in self.lineage:
+            parent = self.nodes.get(node.parent_id) if node.parent_id is not None else None
+            self.lineage[node.id] = node.id if parent is None or parent.parent_id is None else self.lineage[parent.id]
         share = self._share(node)
         self._shares[node.id] = share
         self.nodes[node.id] = node
@@ -133,6 +188,7 @@ class Ledger:
             admitted_child_of=node.parent_id if child and node.status == NodeStatus.ADMITTED else None,
             ranked=ranked,
             clade=_clade_mass(node),
+            draws=len(node.draws),
             noise=_noise(node.draws),
             score=node.score,
             operator=node.operator if child else None,
@@ -146,11 +202,12 @@ class Ledger:
         self.usage.cost_usd += sign * s.cost_usd
         if s.admitted_child_of is not None:
             self.children[s.admitted_child_of] = self.children.get(s.admitted_child_of, 0) + sign
+            self.index.add_child(s.admitted_child_of, sign)
         if s.operator is not None:
             self.operators.setdefault(s.operator, OperatorYield()).add(s.yield_, sign)
         self._noise[0] += sign * s.noise[0]
         self._noise[1] += sign * s.noise[1]
-        if s.clade != (0.0, 0.0):  # walks the ancestry: O(depth) per evaluated node
+        if self.track_clades and s.clade != (0.0, 0.0):  # walks the ancestry: O(depth) per evaluated node
             node_id_: int | None = node_id
             while node_id_ is not None:
                 mass = self._clades.setdefault(node_id_, [0.0, 0.0])
@@ -162,10 +219,10 @@ class Ledger:
             key = (-s.score, node_id)
             if sign > 0:
                 bisect.insort(self._ranked, key)
-                self._parents[node_id] = None
+                self.index.add(node_id, s.score, s.draws, self.children.get(node_id, 0))
             else:
                 del self._ranked[bisect.bisect_left(self._ranked, key)]
-                del self._parents[node_id]
+                self.index.remove(node_id)
 
     # ---- reading ----------------------------------------------------------------------
 
@@ -220,8 +277,14 @@ class Ledger:
         return out
 
     def parents(self) -> list[Node]:
-        """Nodes a proposal may start from: admitted, with a score (in the order they were admitted)."""
-        return [self.nodes[i] for i in self._parents]
+        """Nodes a proposal may start from: admitted, with a score (in the index's order)."""
+        return [self.nodes[int(i)] for i in self.index.ids[: self.index.size]]
+
+    def parent_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, lower confidence bounds, admitted children) of every possible parent."""
+        ix, n = self.index, self.index.size
+        bound = ix.score[:n] - self.confidence * self.spread / np.sqrt(ix.draws[:n])
+        return ix.ids[:n], bound, ix.children[:n]
 
     def clade(self, node_id: int) -> tuple[float, float]:
         """(successes, failures) of the node's clade: itself and every evaluated descendant."""

@@ -32,8 +32,8 @@ class ProgramMemory:
     def observe(self, event: NodeEvent) -> None:
         """Remember the tree of a node sent for evaluation (invalid proposals and FM failures hold
         their parent's tree and are skipped)."""
-        if event.sent_for_evaluation:
-            self._trees.setdefault(tree_digest(event.tree), event.node.id)
+        if event.sent_for_evaluation:  # the stored digest spares reading the tree back on resume
+            self._trees.setdefault(event.node.digest or tree_digest(event.tree), event.node.id)
 
     def duplicate_of(self, tree: dict[str, bytes]) -> int | None:
         """The node that already holds this exact agent (every file the same), if any. The whole

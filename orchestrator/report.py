@@ -40,7 +40,7 @@ def fm_calls_to_first_improvement(nodes: Sequence[Node]) -> int | None:
 
 
 def build_report(nodes: Sequence[Node], *, confidence: float = 0.0, campaign: str = "") -> dict[str, Any]:
-    ledger = Ledger(nodes, confidence=confidence)
+    ledger = Ledger(nodes, confidence=confidence, clades=False)
     summary = ledger.summary()
     best, seed = ledger.best, ledger.seed
     children = [n for n in nodes if n.parent_id is not None]

@@ -51,7 +51,7 @@ def _ledger(archive: Archive) -> Ledger:
         confidence = float(json.loads(archive.get_meta("config") or "{}").get("admission", {}).get("confidence", 0.0))
     except (ValueError, AttributeError):
         confidence = 0.0
-    return Ledger(archive.nodes(), confidence=confidence)
+    return Ledger(archive.nodes(), confidence=confidence, clades=False)
 
 
 def _summary(archive: Archive) -> dict:

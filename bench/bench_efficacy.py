@@ -1,0 +1,102 @@
+"""What campaigns find on the embedded model: one campaign per call, its result appended to
+bench/results/efficacy.json, so the table (suite × random seed) fills piece by piece. One campaign
+at a time on 2 cores.
+
+Each entry: suite, random seed, iterations, operator mix, wall time, valid share, seed and best
+score (with their draws), held-out (private) metrics of both, yield per operator, FM calls to the
+first improvement. `--summary` prints the median and spread over seeds per (suite, mix).
+
+Run:  .venv/bin/python bench/bench_efficacy.py --suite optimizer --seed 0 --iterations 10
+      .venv/bin/python bench/bench_efficacy.py --summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from archive import Archive  # noqa: E402
+from orchestrator.campaign import Campaign  # noqa: E402
+from orchestrator.cli.init_cmd import write_campaign  # noqa: E402
+from orchestrator.config import load_config  # noqa: E402
+from orchestrator.fm.providers import open_fm  # noqa: E402
+from orchestrator.report import build_report  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "efficacy.json"
+
+
+def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep: Path | None) -> dict:
+    root = keep or Path(tempfile.mkdtemp(prefix=f"dgm-eff-{suite}-"))
+    cfg_path = write_campaign(root / "camp", suite)
+    cfg = load_config(cfg_path)
+    cfg.campaign.random_seed = seed
+    if operators:
+        cfg.mutation.operators = json.loads(operators)
+    t0 = time.monotonic()
+    with open_fm(cfg.fm, log=lambda m: print(f"dgm: {m}", flush=True)) as fm:
+        Campaign(cfg, root / "camp" / "run", fm, on_update=_progress).run(iterations)
+    wall = time.monotonic() - t0
+    with Archive.open(root / "camp" / "run", readonly=True) as archive:
+        nodes = archive.nodes()
+    report = build_report(nodes, confidence=cfg.admission.confidence, campaign=suite)
+    return {
+        "suite": suite, "random_seed": seed, "iterations": iterations, "operators": cfg.mutation.operators,
+        "stages": cfg.evaluator.stages, "wall_s": round(wall, 1), "run_dir": str(root / "camp" / "run") if keep else None,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **report,
+    }
+
+
+def _progress(stats) -> None:
+    if stats.last_event:
+        print(f"  {stats.last_event}", flush=True)
+        stats.last_event = ""
+
+
+def summary(entries: list[dict]) -> dict:
+    groups: dict[str, list[dict]] = {}
+    for e in entries:
+        groups.setdefault(f"{e['suite']} {json.dumps(e['operators'], sort_keys=True)}", []).append(e)
+    out = {}
+    for key, es in groups.items():
+        shares = [e["valid_share"] for e in es if e["valid_share"] is not None]
+        gains = [e["gain_over_seed"] for e in es if e["gain_over_seed"] is not None]
+        out[key] = {
+            "campaigns": len(es), "seeds": sorted(e["random_seed"] for e in es),
+            "valid_share_median": statistics.median(shares) if shares else None,
+            "valid_share_range": [min(shares), max(shares)] if shares else None,
+            "gain_over_seed_median": statistics.median(gains) if gains else None,
+            "gain_over_seed_range": [min(gains), max(gains)] if gains else None,
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--operators", help='JSON weights, e.g. \'{"diff": 0.5, "fit": 0.5}\' (default: dgm init\'s)')
+    ap.add_argument("--keep", type=Path, help="keep the campaign under this directory")
+    ap.add_argument("--summary", action="store_true")
+    args = ap.parse_args()
+    entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    if args.summary:
+        print(json.dumps(summary(entries), indent=2))
+        return
+    entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep)
+    entries.append(entry)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(entries, indent=1, default=str) + "\n")
+    print(json.dumps({k: entry[k] for k in ("suite", "random_seed", "valid_share", "gain_over_seed", "wall_s")}, default=str))
+
+
+if __name__ == "__main__":
+    main()
