@@ -8,9 +8,9 @@ cannot forget to reject NaN or an out-of-range metric.
 from __future__ import annotations
 
 import hashlib
+import logging
 import inspect
 import math
-import shutil
 import sys
 import tempfile
 import time
@@ -23,8 +23,12 @@ from evaluators.agent import copy_agent
 from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, Stage, StageOutcome
 from sandboxes.artifacts import ArtifactError
 from sandboxes.base import Sandbox, SandboxError
+from sandboxes.fs import remove_tree
 
 _RUNTIME = Path(__file__).with_name("harness_runtime.py")
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -263,4 +267,7 @@ def _run_stage(evaluator, stage, agent_dir, sandbox, seed, device, env, workroot
             sandbox_s=sum(r.wall_s for r in run.runs), start_overhead_s=sum(r.start_overhead_s for r in run.runs),
         )
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        try:  # without recursion (a candidate may leave a tree of any depth); releases a quota mount
+            remove_tree(workdir)
+        except OSError:
+            log.warning("could not remove %s", workdir, exc_info=True)

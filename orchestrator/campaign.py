@@ -99,7 +99,8 @@ class Campaign:
         self.operators: dict[str, Operator] = self.plan.operators
         self.executor = executor or make_executor(cfg.evaluation, EvaluationEnvironment(fm=fm), evaluator=self.evaluator)
         self.on_update = on_update or (lambda stats: None)
-        self.sandbox = SandboxSpec(cfg.sandbox.backend, cfg.sandbox.trusted, cfg.evaluation.use_gpu, cfg.evaluation.evals_per_gpu)
+        self.sandbox = SandboxSpec(cfg.sandbox.backend, cfg.sandbox.trusted, cfg.evaluation.use_gpu,
+                                   cfg.evaluation.evals_per_gpu, cfg.sandbox.disk, cfg.sandbox.inodes)
         self.eval_seed = random.Random(f"eval-{cfg.campaign.random_seed}").randrange(2**31)
         self.rng = random.Random()  # seeded in run(), from the number of nodes already there
         self.stats = Stats()

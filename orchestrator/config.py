@@ -118,6 +118,10 @@ class EvaluationSection(_Section):
 class SandboxSection(_Section):
     backend: str = "auto"  # auto | bwrap | docker | process
     trusted: bool = False  # must be true to allow the unisolated 'process' backend
+    # per work directory (a loop-mounted ext4 image on bwrap and docker): past it the candidate's
+    # writes fail (ENOSPC) and the node is invalid with "disk quota"; null turns the quota off
+    disk: int | None = Field(4 << 30, gt=0, description="bytes a candidate may write in its work directory")
+    inodes: int = Field(200_000, gt=0, description="files and directories a candidate may create")
 
 
 class CampaignConfig(_Section):

@@ -19,6 +19,7 @@ from typing import Any
 from evaluators import registry
 from evaluators.api import Evaluator
 from evaluators.pipeline import EvaluationResult, evaluate
+from sandboxes.fs import remove_tree
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class SandboxSpec:
     trusted: bool = False
     use_gpu: bool = True  # lease a GPU per evaluation when this machine has any
     evals_per_gpu: int = 1
+    disk: int | None = 4 << 30  # work-directory quota in bytes (None: off); see sandboxes.quota
+    inodes: int = 200_000
 
 
 @dataclass
@@ -69,7 +72,8 @@ class EvaluationEnvironment:
 
         with self._lock:
             if spec not in self._sandboxes:
-                self._sandboxes[spec] = make_sandbox(spec.backend, trusted=spec.trusted)
+                quota = {} if spec.backend == "process" else {"disk": spec.disk, "inodes": spec.inodes}
+                self._sandboxes[spec] = make_sandbox(spec.backend, trusted=spec.trusted, **quota)
             return self._sandboxes[spec]
 
     def gpu_pool(self, per_gpu: int):
@@ -118,7 +122,7 @@ def run_job(job: EvalJob, env: EvaluationEnvironment) -> EvaluationResult:
     finally:
         if lease is not None:
             lease.release()  # on success, crash and timeout alike
-        shutil.rmtree(agent_dir, ignore_errors=True)
+        remove_tree(agent_dir)  # never recursive: a tree of any depth goes
 
 
 @contextlib.contextmanager
@@ -164,3 +168,21 @@ class LocalExecutor(Executor):
         self._pool.shutdown(wait=wait, cancel_futures=True)
         if wait:  # sandboxes still in use by abandoned evaluations are left to the process exit
             self.env.close()
+
+
+def make_executor(section: Any, env: EvaluationEnvironment, *, evaluator: Evaluator | None = None) -> Executor:
+    """The executor ``[evaluation]`` names: ``backend = "local"`` (threads here, sharing ``env``) or
+    ``"ray"`` (tasks on a Ray cluster; each worker builds its own environment)."""
+    if getattr(section, "backend", "local") != "ray":
+        return LocalExecutor(section.workers, env)
+    if evaluator is not None and evaluator.fm_access:
+        from orchestrator.errors import CampaignError
+
+        raise CampaignError(
+            f"evaluator {evaluator.name!r} lets candidates call the FM while evaluated (fm_access), which "
+            "the ray backend does not serve yet: use [evaluation] backend = \"local\" (docs/ray.md)"
+        )
+    from orchestrator.ray_executor import RayExecutor
+
+    return RayExecutor(address=section.address, num_cpus=section.cpus, cpus_per_eval=section.cpus_per_eval,
+                       retries=section.retries)

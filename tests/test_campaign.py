@@ -285,3 +285,32 @@ def test_a_campaign_selects_parents_by_clade_metaproductivity(tmp_path):
     with Archive.open(tmp_path / "run", readonly=True) as archive:
         nodes = archive.nodes()
         assert len(nodes) == 6 and all(archive.get(n.parent_id).status == NodeStatus.ADMITTED for n in nodes[1:])
+
+
+DISK_HOG = SEED_CODE.replace(
+    "def construct_packing():",
+    "def construct_packing():\n    for i in range(10):  # 8 MiB files, under the per-file cap\n"
+    "        with open(f'hog{i}.bin', 'wb') as f:\n            f.write(b'x' * (8 << 20))\n",
+    1,
+)
+DEEP_TREE = SEED_CODE.replace(
+    "def construct_packing():",
+    "def construct_packing():\n    import os\n    here = os.getcwd()\n    for _ in range(10000):\n"
+    "        os.mkdir('d')\n        os.chdir('d')\n    os.chdir(here)\n",
+    1,
+).replace("0.3 *", "0.31 *")
+
+
+def test_a_disk_hog_is_invalid_with_the_quota_and_a_deep_tree_is_cleaned_up(tmp_path):
+    import glob
+
+    before = set(glob.glob("/tmp/dgm-work/*"))
+    with ScriptedFMServer([Reply(rewrite(DISK_HOG)), Reply(rewrite(DEEP_TREE))]) as srv:
+        stats = run_campaign(tmp_path, srv, iterations=2, workers=1,
+                             extra="[sandbox]\ndisk = 60000000\ninodes = 20000\n")
+    assert stats.stop_reason == "reached 2 iterations"
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        seed, hog, deep = archive.nodes()
+    assert hog.status == NodeStatus.INVALID and "disk quota" in hog.error
+    assert deep.status in (NodeStatus.ADMITTED, NodeStatus.REJECTED), deep.error  # its tree is removed, not fatal
+    assert set(glob.glob("/tmp/dgm-work/*")) <= before  # no stage directory is left on the host

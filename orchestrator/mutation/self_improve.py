@@ -61,17 +61,20 @@ class SelfImproveOperator(Operator):
     name = "self"
     calls_fm = True  # it runs on the FM pool: an improver run takes as long as its model calls
 
-    def __init__(self, limits: Any = None, sandbox_backend: str = "auto", trusted: bool = False) -> None:
+    def __init__(self, limits: Any = None, sandbox_backend: str = "auto", trusted: bool = False,
+                 quota: dict | None = None) -> None:
         from orchestrator.config import ImproverLimits
 
         self.limits = limits or ImproverLimits()
         self.sandbox_backend, self.trusted = sandbox_backend, trusted
+        self.quota = quota or {}  # disk / inodes of the improver's work directory
         self._sandbox = None
         self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, cfg: Any) -> "SelfImproveOperator":
-        return cls(cfg.mutation.improver, cfg.sandbox.backend, cfg.sandbox.trusted)
+        quota = {} if cfg.sandbox.backend == "process" else {"disk": cfg.sandbox.disk, "inodes": cfg.sandbox.inodes}
+        return cls(cfg.mutation.improver, cfg.sandbox.backend, cfg.sandbox.trusted, quota)
 
     def sandbox(self):
         """One sandbox for every improver run of the campaign (built on first use)."""
@@ -79,7 +82,7 @@ class SelfImproveOperator(Operator):
 
         with self._lock:
             if self._sandbox is None:
-                self._sandbox = make_sandbox(self.sandbox_backend, trusted=self.trusted)
+                self._sandbox = make_sandbox(self.sandbox_backend, trusted=self.trusted, **self.quota)
             return self._sandbox
 
     def propose(self, ctx: ProposalContext, fm: Any, sampling: Sampling) -> Proposal:
