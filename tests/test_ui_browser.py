@@ -212,12 +212,18 @@ def test_progress_and_compare_views(page, run, tmp_path):
     try:
         p = page.page
         p.goto(srv.url + "#progress")
-        p.wait_for_selector("#view-progress[data-cursor]", state="attached", timeout=DEADLINE_MS)
+        p.wait_for_selector("#view-progress[data-cursor='5']", state="attached", timeout=DEADLINE_MS)
+        best = "() => { const d = dgm.charts['chart-score'].data.datasets[0].data; return d[d.length - 1]; }"
+        assert p.evaluate(best) == {"x": 4, "y": 0.7}
         page.shot("progress")
+        with Archive.open(run) as arc:  # the charts follow the run
+            arc.add_node(parent_id=4, status="admitted", operator="diff", files={"main.py": "STEP = 0.4\n"}, message="n", score=0.75)
+        p.wait_for_selector("#view-progress[data-cursor='6']", state="attached", timeout=DEADLINE_MS)
+        assert p.evaluate(best) == {"x": 5, "y": 0.75}
         p.goto(srv.url + "#compare")
         p.wait_for_selector("#view-compare[data-runs='2']", state="attached", timeout=DEADLINE_MS)
         table = p.locator("#compare-table")
-        expect(table).to_contain_text("0.7000 (node 4)")
+        expect(table).to_contain_text("0.7500 (node 5)")
         expect(table).to_contain_text("0.8000 (node 4)")
         page.shot("compare")
         p.locator("#run-select").select_option("1")

@@ -152,14 +152,16 @@
 
   async function poll() {
     try {
-      let changedCurrent = false;
+      let changedCurrent = false, changedAny = false;
       for (const m of app.runs) {
         const changed = await pollRun(m);
         if (changed && m.index === app.run) changedCurrent = true;
+        if (changed) changedAny = true;
       }
       app.pollOk = true;
       app.lastPoll = new Date();
       if (changedCurrent) onRunChanged();
+      else if (changedAny && app.view === "compare") refreshCompare();
     } catch (e) {
       app.pollOk = false;
     }
@@ -183,12 +185,26 @@
     legendTimer = setTimeout(() => { legendTimer = null; legend(); }, 50);
   }
 
+  // charts are refetched when their run changed, at most every SERIES_MIN_MS (then once more after)
+  let chartTimer = null;
+  function chartsLater() {
+    if (chartTimer) return;
+    chartTimer = setTimeout(() => {
+      chartTimer = null;
+      if (app.view === "progress") refreshSeries(app.run);
+      if (app.view === "compare") refreshCompare();
+    }, SERIES_MIN_MS);
+  }
+
+  // the series of a run and the node cursor they were fetched at
   async function seriesOf(run) {
     const m = app.runs[run], have = app.series.get(run);
-    if (have && (have.cursor === m.cursor || performance.now() - have.at < SERIES_MIN_MS)) return have.data;
-    const data = await src.series(run);
-    app.series.set(run, { cursor: m.cursor, data, at: performance.now() });
-    return data;
+    if (have && have.cursor === m.cursor) return have;
+    if (have && performance.now() - have.at < SERIES_MIN_MS) { chartsLater(); return have; }
+    const cursor = m.cursor, data = await src.series(run);
+    const entry = { cursor, data, at: performance.now() };
+    app.series.set(run, entry);
+    return entry;
   }
 
   // Chart.js is loaded on first use, so the tree's first render does not wait for it
@@ -211,17 +227,17 @@
 
   async function refreshSeries(run) {
     await ensureCharts();
-    const data = await seriesOf(run);
+    const got = await seriesOf(run);
     if (app.view === "progress" && run === app.run) {
-      dgm.drawProgress(data);
-      $("view-progress").dataset.cursor = String(app.runs[run].cursor);
+      dgm.drawProgress(got.data);
+      $("view-progress").dataset.cursor = String(got.cursor);  // what the charts show
     }
   }
 
   async function refreshCompare() {
     await ensureCharts();
     const rows = [];
-    for (const m of app.runs) rows.push({ name: m.name, series: await seriesOf(m.index), summary: m.summary });
+    for (const m of app.runs) rows.push({ name: m.name, series: (await seriesOf(m.index)).data, summary: m.summary });
     if (app.view !== "compare") return;
     dgm.drawCompare(rows);
     const head = ["run", "nodes", "iterations", "admitted", "invalid", "failed", "best", "seed", "FM calls", "tokens", "cost"];

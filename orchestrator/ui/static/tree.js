@@ -132,6 +132,7 @@
       const lo = scored.length ? d3.min(scored) : 0, hi = scored.length ? d3.max(scored) : 1;
       this.color = d3.scaleSequential(d3.interpolateViridis).domain(lo === hi ? [lo - 1e-9, hi + 1e-9] : [lo, hi]);
       this.scoreRange = [lo, hi, scored.length];
+      for (const p of layout) p.fill = this.fill(p.d);  // once per layout, not per frame
       this.lastLayoutMs = performance.now() - t0;
       if (!st.transform) this.fit(); else this.transform = st.transform;
       this.onChange();
@@ -259,11 +260,18 @@
 
       const r = Math.max(R, 1.6 * px);
       const collapsed = this.state().collapsed;
+      const tiny = R * k < 2;  // a node is a dot of a pixel or two: squares, no outline (much faster)
+      let alpha = -1;
       for (const p of this.layout) {
         if (!onScreen(p)) continue;
-        const n = p.d, dim = !this.matches(n);
-        ctx.globalAlpha = dim ? 0.12 : 1;
-        this._shape(ctx, SHAPES[n.status] || "circle", p.x, p.y, r, this.fill(n), n.status === "failed" ? "#b71c1c" : "#37474f", px);
+        const n = p.d, a = this.matches(n) ? 1 : 0.12;
+        if (a !== alpha) ctx.globalAlpha = alpha = a;
+        if (tiny) {
+          ctx.fillStyle = n.status === "failed" ? "#b71c1c" : p.fill;
+          ctx.fillRect(p.x - r, p.y - r, 2 * r, 2 * r);
+          continue;
+        }
+        this._shape(ctx, SHAPES[n.status] || "circle", p.x, p.y, r, p.fill, n.status === "failed" ? "#b71c1c" : "#37474f", px);
         if (collapsed.has(n.id)) {
           ctx.lineWidth = 1.5 * px;
           ctx.strokeStyle = "#37474f";
