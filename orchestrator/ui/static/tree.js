@@ -37,7 +37,7 @@
       this.zoom = d3.zoom().scaleExtent([0.0005, 12]).on("zoom", ev => {
         this.transform = ev.transform;
         this.state().transform = ev.transform;
-        this.state().touched = true;
+        if (ev.sourceEvent) this.state().touched = true;  // the user panned or zoomed: stop fitting
         this.requestDraw();
       });
       d3.select(this.canvas).call(this.zoom).on("dblclick.zoom", null);
@@ -134,13 +134,15 @@
       this.scoreRange = [lo, hi, scored.length];
       for (const p of layout) p.fill = this.fill(p.d);  // once per layout, not per frame
       this.lastLayoutMs = performance.now() - t0;
-      if (!st.transform) this.fit(); else this.transform = st.transform;
+      if (!st.transform || !st.touched) this.fit(); else this.transform = st.transform;  // a growing run stays in view until the user moves it
       this.onChange();
     }
 
     fit() {
       if (!this.layout.length) return;
-      const w = this.canvas.clientWidth || 800, h = this.canvas.clientHeight || 600;
+      const w = this.canvas.clientWidth, h = this.canvas.clientHeight;
+      this._fitPending = !w || !h;  // hidden: fit once it has a size
+      if (this._fitPending) return;
       const [x0, x1] = d3.extent(this.layout, p => p.x), [y0, y1] = d3.extent(this.layout, p => p.y);
       const k = Math.min(4, 0.92 * Math.min(w / (x1 - x0 + 2 * DX), h / (y1 - y0 + 2 * DY)));
       const t = d3.zoomIdentity.translate(w / 2 - k * (x0 + x1) / 2, h / 2 - k * (y0 + y1) / 2).scale(k);
@@ -210,6 +212,7 @@
       const dpr = window.devicePixelRatio || 1;
       this.canvas.width = Math.max(1, Math.round(this.canvas.clientWidth * dpr));
       this.canvas.height = Math.max(1, Math.round(this.canvas.clientHeight * dpr));
+      if (this._fitPending) this.fit();
       this.requestDraw();
     }
 
@@ -389,6 +392,7 @@
       const p = this.pos.get(id);
       if (!p) return;
       const w = this.canvas.clientWidth, h = this.canvas.clientHeight, k = Math.max(this.transform.k, 1);
+      this.state().touched = true;
       d3.select(this.canvas).call(this.zoom.transform, d3.zoomIdentity.translate(w / 2 - k * p.x, h / 2 - k * p.y).scale(k));
     }
   }
