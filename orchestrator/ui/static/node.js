@@ -106,6 +106,12 @@
     return el("table", { class: "table" }, rows.map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { text: v }))));
   }
 
+  // seed → … → node; a long chain shows its first and last steps
+  function lineage(ids, nodeLink) {
+    const shown = ids.length > 30 ? [...ids.slice(0, 5), null, ...ids.slice(-20)] : ids;
+    return shown.map((id, i) => [i ? " → " : "", id === null ? `… (${ids.length - 25} more)` : nodeLink(id)]);
+  }
+
   // Render one node's details into container; nodeLink(id) makes a link that selects a node.
   dgm.renderNode = function (container, detail, nodeLink, extras) {
     const n = detail.node;
@@ -113,7 +119,7 @@
       el("h2", {}, `node ${n.id} `, el("span", { class: "badge " + n.status, text: n.status }), ` ${n.operator || ""}`),
       el("div", {}, `score ${f.score(n.score)}`, detail.parent_score !== null && detail.parent_score !== undefined ? ` (parent ${f.score(detail.parent_score)})` : "",
         ` · ${f.int(n.prompt_tokens + n.completion_tokens)} tokens · ${f.usd(n.cost_usd)}`),
-      el("div", { class: "links" }, "lineage: ", detail.lineage.map((id, i) => [i ? " → " : "", nodeLink(id)])),
+      el("div", { class: "links" }, "lineage: ", lineage(detail.lineage, nodeLink)),
       el("div", { class: "links" }, `children (${detail.children.length}): `, detail.children.slice(0, 60).map(id => nodeLink(id)), detail.children.length > 60 ? "…" : ""),
       extras || null);
     const parts = [head];

@@ -4,7 +4,8 @@
 "use strict";
 
 (function (dgm) {
-  const DX = 16, DY = 70, R = 5;
+  const DX = 18, DY = 70, R = 5;
+  const LABEL_PX = 36;  // ids are drawn once siblings are this far apart on screen
   const AUTO_COLLAPSE_ABOVE = 20000;  // bigger runs open with subtrees collapsed ...
   const AUTO_VISIBLE = 8000;          // ... to about this many visible nodes
   const NO_SCORE = "#bdbdbd";
@@ -287,7 +288,7 @@
       if (best && this.pos.has(best.id)) this._ring(ctx, this.pos.get(best.id), r + 4 * px, PATH, 2.5 * px);
       if (this.selected !== null && this.pos.has(this.selected)) this._ring(ctx, this.pos.get(this.selected), r + 6 * px, "#d50000", 3 * px);
       // labels when zoomed in enough to read them
-      if (k >= 0.9) {
+      if (k * DX >= LABEL_PX) {
         ctx.fillStyle = "#263238";
         ctx.font = `${11 * px}px system-ui, sans-serif`;
         ctx.textAlign = "center";
@@ -391,7 +392,7 @@
     centerOn(id) {
       const p = this.pos.get(id);
       if (!p) return;
-      const w = this.canvas.clientWidth, h = this.canvas.clientHeight, k = Math.max(this.transform.k, 1);
+      const w = this.canvas.clientWidth, h = this.canvas.clientHeight, k = Math.max(this.transform.k, LABEL_PX / DX);
       this.state().touched = true;
       d3.select(this.canvas).call(this.zoom.transform, d3.zoomIdentity.translate(w / 2 - k * p.x, h / 2 - k * p.y).scale(k));
     }
