@@ -1,8 +1,10 @@
 """How fast dgm ui is on synthetic runs of 1,000, 10,000 and 100,000 nodes → bench/results/ui.json.
 
 Each run is a real archive (SQLite + git) written through the Archive API (orchestrator/ui/synthetic.py).
-For each size: the server starts on it (RunView reads every node), then a fresh headless Chromium
-page (Debian's, driven by Playwright) opens the tree, REPEATS times:
+For each size: the server starts on it and answers at once while it reads every node in the
+background (``server_answers_ms``, ``server_load_ms``: until every node is read and in the ledger);
+at 100,000 a page opened at once shows the nodes read so far (``while_loading``). Once all is read,
+a fresh headless Chromium page (Debian's, driven by Playwright) opens the tree, REPEATS times:
 
 - first render: ``performance.now()`` when the tree's first full draw ends, i.e. milliseconds from
   the start of navigation to a drawn tree with every node loaded (fetch, parse, layout, draw);
@@ -10,7 +12,8 @@ page (Debian's, driven by Playwright) opens the tree, REPEATS times:
   (measured in the page from the click handler to the end of rendering), for NODE_CLICKS nodes;
   and the API alone (``GET /api/runs/0/nodes/{id}``, from Python) for API_SAMPLES nodes;
 - usability: nodes drawn after the automatic collapse, the time of one redraw after a zoom, of
-  expanding one collapsed subtree, of "expand all", and of a poll that finds nothing new;
+  expanding one collapsed subtree, of "expand all", of redrawing the whole expanded tree at the
+  fitted zoom, and of a poll that finds nothing new;
 - live: a node written to the archive → the page's node count shows it (1,000 only).
 
 Targets (issue 12): first render ≤ 1 s at 1,000 nodes and ≤ 3 s at 10,000; node page ≤ 200 ms;
@@ -194,7 +197,7 @@ def main() -> None:
         "what": __doc__.strip().split("\n")[0],
         "method": "see bench/bench_ui.py docstring; times in ms; median and max over n tries",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "chromium": version, "note": "2 CPU cores shared with other jobs while measured"},
+                    "chromium": version, "note": "CPU cores shared with other jobs while measured; see load_avg per size"},
         "targets": {"first_render_ms": {"1000": 1000, "10000": 3000}, "node_page_ms": 200},
         "sizes": [],
     }
@@ -203,7 +206,9 @@ def main() -> None:
         for n in args.sizes:
             run_dir, build_s = build(args.cache, n)
             print(f"{n} nodes: {'built in %.1f s' % build_s if build_s else 'cached'} at {run_dir}", flush=True)
+            load_before = os.getloadavg()[0]
             r = bench_size(browser, run_dir, n)
+            r["load_avg_1min"] = {"before": round(load_before, 1), "after": round(os.getloadavg()[0], 1)}
             if build_s is not None:
                 r["archive_build_s"] = round(build_s, 1)
             results["sizes"].append(r)
