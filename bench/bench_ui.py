@@ -100,7 +100,7 @@ def depth(run_dir: Path) -> dict:
     return {"max": max(d.values()), "mean": round(statistics.mean(d.values()), 1)}
 
 
-def bench_size(browser, run_dir: Path, n: int) -> dict:
+def bench_size(browser, run_dir: Path, n: int, shots: Path | None = None) -> dict:
     out: dict = {"nodes": n, "depth": depth(run_dir)}
     t0 = time.perf_counter()
     srv = UIServer([run_dir], port=0).start(wait_loaded=False)  # answers at once, reads in the background
@@ -110,6 +110,8 @@ def bench_size(browser, run_dir: Path, n: int) -> dict:
             ctx, page = open_tree(browser, srv.url)
             out["while_loading"] = {"first_render_ms": round(page.evaluate("dgmUI.firstRenderMs()"), 1),
                                     "nodes_in_first_render": page.evaluate("dgmUI.counts().total")}
+            if shots:
+                page.screenshot(path=str(shots / f"tree-{n}-loading.png"))
             ctx.close()
         while not srv.runs[0].loaded:
             time.sleep(0.05)
@@ -122,6 +124,8 @@ def bench_size(browser, run_dir: Path, n: int) -> dict:
             layout.append(t["layoutMs"])
             draw.append(t["drawMs"])
             visible = page.evaluate("dgmUI.counts().visible")
+            if shots:
+                page.screenshot(path=str(shots / f"tree-{n}.png"))
             ctx.close()
         out["first_render_ms"] = ms(first)
         out["first_layout_ms"] = ms(layout)
@@ -133,6 +137,8 @@ def bench_size(browser, run_dir: Path, n: int) -> dict:
         drawn = page.evaluate("() => { const out = []; for (let i = 0; i < 400000 && out.length < 200; i += 7) if (dgmUI.screenPos(i)) out.push(i); return out; }")
         step = max(1, len(drawn) // NODE_CLICKS)
         clicks = [click_node(page, i) for i in drawn[::step][:NODE_CLICKS]]
+        if shots:
+            page.screenshot(path=str(shots / f"node-{n}.png"))
         out["node_page_click_to_rendered_ms"] = ms(clicks)
         out["node_api_ms"] = ms([get_ms(f"{srv.url}api/runs/0/nodes/{i}") for i in range(0, n, max(1, n // API_SAMPLES))][:API_SAMPLES])
 
@@ -189,6 +195,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     ap.add_argument("--cache", type=Path, default=Path("/tmp/dgm-bench-ui"), help="where the synthetic runs are kept")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ui.json")
+    ap.add_argument("--shots", type=Path, default=None, help="save a screenshot of each size's tree and node page here")
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     chromium = find_chromium()
@@ -207,7 +214,9 @@ def main() -> None:
             run_dir, build_s = build(args.cache, n)
             print(f"{n} nodes: {'built in %.1f s' % build_s if build_s else 'cached'} at {run_dir}", flush=True)
             load_before = os.getloadavg()[0]
-            r = bench_size(browser, run_dir, n)
+            if args.shots:
+                args.shots.mkdir(parents=True, exist_ok=True)
+            r = bench_size(browser, run_dir, n, args.shots)
             r["load_avg_1min"] = {"before": round(load_before, 1), "after": round(os.getloadavg()[0], 1)}
             if build_s is not None:
                 r["archive_build_s"] = round(build_s, 1)
