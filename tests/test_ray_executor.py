@@ -140,7 +140,8 @@ def test_an_unreachable_cluster_is_a_clear_error():
 def test_the_local_cluster_listens_on_loopback_only(cluster):
     assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
-    addresses = listening_addresses(descendants(os.getpid()))  # gcs, raylet, agents, workers
+    ours = {p for p in descendants(os.getpid()) if "/ray/" in faults.cmdline(p) or faults.cmdline(p).startswith("ray::")}
+    addresses = listening_addresses(ours)  # gcs, raylet, agents, workers
     assert addresses and addresses <= LOOPBACK_HEX, addresses
 
 
@@ -190,6 +191,21 @@ def test_a_campaign_on_ray_records_every_child_and_resumes(cluster, tmp_path):
         assert by_response[rewrite(CRASH)].status == NodeStatus.INVALID
         assert "boom in candidate" in by_response[rewrite(CRASH)].error
         assert by_response["no code here"].status == NodeStatus.INVALID
+
+
+def test_dgm_run_joins_a_running_cluster_by_address_and_leaves_it_running(cluster, tmp_path):
+    gcs = ray.get_runtime_context().gcs_address  # "127.0.0.1:<port>", as a head started by `ray start` gives
+    with ScriptedFMServer([], responder=distinct_grids()) as srv:
+        path = ray_config(tmp_path, srv, iterations=2)
+        path.write_text(path.read_text() + f'address = "{gcs}"\n')
+        dgm = Path(sys.executable).with_name("dgm")
+        proc = subprocess.run([str(dgm), "run", str(path), "--no-live"], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "DGM_TEST_KEY": "sk-test"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "stopped: reached 2 iterations" in proc.stdout
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        assert [n.status for n in archive.nodes()] == [NodeStatus.ADMITTED] * 3
+    assert ray.get(ray.remote(lambda: os.getpid()).remote(), timeout=60) > 0  # the cluster outlived the campaign that joined it
 
 
 @pytest.mark.parametrize("retries", [1, 0])
