@@ -147,11 +147,13 @@ def test_a_candidate_killed_mid_evaluation_ends_recorded_and_the_campaign_goes_o
         assert "exit code 137" in victim.error or "signal" in victim.error.lower(), victim.error  # 128 + SIGKILL
         assert victim.score is None
         assert after.status == NodeStatus.ADMITTED and archive.get(0).status == NodeStatus.ADMITTED
+        admitted = {n.id for n in archive.nodes() if n.status == NodeStatus.ADMITTED}
     # the campaign resumes from there: one more attempt, nothing duplicated, every node finished
     with ScriptedFMServer([], default=Reply(rewrite(GRID.replace("0.04", "0.039")))) as srv:
         stats = run_campaign(tmp_path, srv, iterations=3, workers=1)
     with Archive.open(tmp_path / "run", readonly=True) as archive:
         nodes = archive.nodes()
         assert [n.id for n in nodes] == [0, 1, 2, 3] and all(n.status.finished for n in nodes)
+        assert admitted <= {n.id for n in nodes if n.status == NodeStatus.ADMITTED}  # nothing admitted is lost
         assert archive.get(1).status == victim.status  # a recorded verdict is not re-opened
         assert archive.check() == []

@@ -238,11 +238,13 @@ def test_a_ray_worker_killed_mid_evaluation_loses_nothing(cluster, tmp_path, ret
             assert victim.status == NodeStatus.FAILED and victim.score is None
             assert EvaluationLost.__name__ in victim.error and "Ray worker running its evaluation died" in victim.error
         assert after.status == NodeStatus.ADMITTED and archive.get(0).status == NodeStatus.ADMITTED
+        admitted = {n.id for n in archive.nodes() if n.status == NodeStatus.ADMITTED}
     with ScriptedFMServer([], default=Reply(rewrite(GRID.replace("0.04", "0.039")))) as srv:
         run_campaign(tmp_path, srv, iterations=3)
     with Archive.open(tmp_path / "run", readonly=True) as archive:
         nodes = archive.nodes()
         assert [n.id for n in nodes] == [0, 1, 2, 3] and all(n.status.finished for n in nodes)
+        assert admitted <= {n.id for n in nodes if n.status == NodeStatus.ADMITTED}  # nothing admitted is lost
         assert archive.get(1).status == victim.status
         assert archive.check() == []
 
