@@ -215,7 +215,7 @@ def test_a_ray_worker_killed_mid_evaluation_loses_nothing(cluster, tmp_path, ret
     Ray re-runs the evaluation on another worker; without, the node is recorded failed with the
     reason. Either way the campaign finishes, every attempt is recorded, and a resume works."""
     marker = f"kill-my-worker-{uuid.uuid4().hex}"
-    seconds = 3.0 if retries else 60.0  # a retry runs the slow candidate again, to the end
+    seconds = 5.0 if retries else 60.0  # long enough to be found and killed under load; a retry runs it again, to the end
 
     def the_ray_worker(pids):
         workers = {faults.ancestor(pid, lambda cmd: cmd.startswith(f"ray::{TASK_NAME}")) for pid in pids}
