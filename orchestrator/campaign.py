@@ -126,7 +126,11 @@ class Campaign:
         """Run (or resume) until ``iterations`` child attempts exist or a budget runs out."""
         target = self.cfg.campaign.iterations if iterations is None else iterations
         self._t0 = time.monotonic()
-        self.archive = self._open_archive()
+        try:
+            self.archive = self._open_archive()
+        except BaseException:
+            self.executor.shutdown(wait=False)  # e.g. a Ray cluster started for this campaign
+            raise
         self.files.archive = self.archive
         interrupted = False
         try:
