@@ -92,8 +92,13 @@ def main() -> None:
         model = fm.model
     per = [r for r in rows if "task_id" in r]
     solved = sum(r["passed"] for r in per)
+    import subprocess
+
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
     summary = {
         "command": " ".join([".venv/bin/python", "bench/bench_coding.py", *sys.argv[1:]]),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "seed_uncommitted_changes": bool(git("status", "--porcelain", "--", "evaluators/coding/seed")),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": model,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_before": load_before,

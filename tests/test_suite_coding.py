@@ -158,6 +158,12 @@ def test_a_broken_agent_is_invalid_and_one_that_solves_nothing_is_stopped_at_the
     assert "solve() returned no code" in result.feedback
 
 
+def test_without_a_model_the_feedback_says_so(sandbox):
+    result = evaluate(only(CodingEvaluator(), "smoke", [23]), SEED, sandbox, stages=["smoke"])
+    assert result.stages[0].feedback.startswith("no model was served to this evaluation")
+    assert result.stages[0].public["pass_at_1"] == 0.0
+
+
 # -- no test is ever visible to the agent --------------------------------------------------------
 SNOOP = '''
 import os, sys

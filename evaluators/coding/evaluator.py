@@ -151,7 +151,10 @@ class CodingEvaluator(Evaluator):
         if hid:
             metrics["heldout_solved"] = float(sum(a.passed for a in hid))
             metrics["heldout_pass_at_1"] = metrics["heldout_solved"] / len(hid)
-        return StageOutcome(score=metrics["pass_at_1"], metrics=metrics, feedback=feedback(pub, metrics))
+        words = feedback(pub, metrics)
+        if run.fm_socket is None:  # e.g. `dgm eval`, which serves no model
+            words = "no model was served to this evaluation: every model call was answered 503; " + words
+        return StageOutcome(score=metrics["pass_at_1"], metrics=metrics, feedback=words)
 
     def solve_and_grade(self, stage: Stage, run: CandidateRun, problems: Sequence[data.Problem]) -> list[Attempt]:
         """Solve every problem with the agent (one sandbox run each), then grade every solution."""

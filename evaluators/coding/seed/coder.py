@@ -1,10 +1,12 @@
 """A coding agent: ``solve(problem)`` returns the code of the function the problem asks for.
 
 Its tool loop: ask the model for a draft, run the docstring's ``>>>`` examples on it, and while some
-fail (and the problem's model budget allows), show the model the failures and ask for a fix. It
-returns the draft that failed the fewest examples. The helpers (model client, example extraction
+fail (and the problem's model budget and time allow), show the model the failures and ask for a
+fix. It returns the draft that failed the fewest examples. The helpers (model client, example extraction
 and runner, code extraction) are in coder_tools.py.
 """
+
+import time
 
 import coder_tools as tools
 
@@ -14,6 +16,7 @@ SYSTEM = (
     "Do not add tests, example calls or explanations."
 )
 TEMPERATURES = (0.2, 0.6, 0.8)  # first draft, then repairs
+REPAIR_BEFORE = 0.5  # start a repair only while less than this share of the problem's time is used
 
 
 def draft_request(problem):
@@ -30,13 +33,18 @@ def solve(problem):
     budget = problem.get("budget", {})
     calls = int(budget.get("calls", 2))
     max_tokens = int(budget.get("max_tokens", 512))
+    wall_s = float(budget.get("wall_s", 240))
+    deadline = time.monotonic() + wall_s - 5  # the run is killed at wall_s: return before that
     examples = tools.doctest_examples(problem["prompt"])
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": draft_request(problem)}]
     best, best_failures = "", None
     for attempt in range(calls):
+        left = deadline - time.monotonic()
+        if attempt and left < wall_s * (1 - REPAIR_BEFORE):
+            break  # too little time for another answer: keep the best so far
         try:
             answer = tools.chat(messages, max_tokens=max_tokens, temperature=TEMPERATURES[min(attempt, len(TEMPERATURES) - 1)],
-                                timeout=float(budget.get("wall_s", 240)))
+                                timeout=max(left, 1.0))
         except tools.ModelUnavailable:
             break
         code = tools.extract_code(answer, problem)
