@@ -60,10 +60,13 @@ def plot_yield(y: dict[str, Any], title: str, path: Path) -> Path:
 
 def plot_cost(u: dict[str, Any], t: dict[str, Any], title: str, path: Path) -> Path:
     fig, (ax1, ax3) = plt.subplots(2, 1, figsize=(8, 7))
-    ax1.plot(u["iteration"], u["tokens"], color="#1b9e77", label="FM tokens (cumulative)")
-    ax1.set(xlabel="iteration (node id)", ylabel="tokens", title=f"{title}: FM usage")
+    span = u["elapsed_s"][-1] if u["elapsed_s"] else 0.0
+    unit, div = ("hours", 3600) if span > 7200 else ("minutes", 60) if span > 600 else ("seconds", 1)
+    when = [t / div for t in u["elapsed_s"]]
+    ax1.plot(when, u["tokens"], color="#1b9e77", label="FM tokens (cumulative)")
+    ax1.set(xlabel=f"{unit} since the seed", ylabel="tokens", title=f"{title}: FM usage over time")
     ax2 = ax1.twinx()
-    ax2.plot(u["iteration"], u["cost_usd"], color="#d95f02", ls="--", label="cost USD (cumulative)")
+    ax2.plot(when, u["cost_usd"], color="#d95f02", ls="--", label="cost USD (cumulative)")
     ax2.set_ylabel("USD")
     lines = ax1.get_lines() + ax2.get_lines()
     ax1.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="upper left")

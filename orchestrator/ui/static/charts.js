@@ -56,17 +56,20 @@ window.dgm = window.dgm || {};
       options: { scales: { y: { title: { display: true, text: "nodes" } } } },
     });
     const u = s.usage;
+    const span = u.elapsed_s.length ? u.elapsed_s[u.elapsed_s.length - 1] : 0;
+    const [unit, div] = span > 7200 ? ["hours", 3600] : span > 600 ? ["minutes", 60] : ["seconds", 1];
+    const when = u.elapsed_s.map(t => t / div);
     put("chart-usage", {
       type: "line",
       data: {
         datasets: [
-          { label: "FM tokens (cumulative)", data: xy(u.iteration, u.tokens), borderColor: PALETTE[0], backgroundColor: PALETTE[0], pointRadius: 0, yAxisID: "y" },
-          { label: "cost USD (cumulative)", data: xy(u.iteration, u.cost_usd), borderColor: PALETTE[1], backgroundColor: PALETTE[1], borderDash: [5, 4], pointRadius: 0, yAxisID: "y1" },
+          { label: "FM tokens (cumulative)", data: xy(when, u.tokens), borderColor: PALETTE[0], backgroundColor: PALETTE[0], pointRadius: 0, yAxisID: "y" },
+          { label: "cost USD (cumulative)", data: xy(when, u.cost_usd), borderColor: PALETTE[1], backgroundColor: PALETTE[1], borderDash: [5, 4], pointRadius: 0, yAxisID: "y1" },
         ],
       },
       options: {
         parsing: false,
-        scales: { x: linear("iteration (node id)"), y: { title: { display: true, text: "tokens" } }, y1: { position: "right", title: { display: true, text: "USD" }, grid: { drawOnChartArea: false } } },
+        scales: { x: linear(`${unit} since the seed`), y: { title: { display: true, text: "tokens" } }, y1: { position: "right", title: { display: true, text: "USD" }, grid: { drawOnChartArea: false } } },
       },
     });
     const t = s.time;
