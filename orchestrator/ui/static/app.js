@@ -299,7 +299,7 @@
     $("btn-expand").addEventListener("click", () => tree.expandAll());
     $("btn-collapse").addEventListener("click", () => tree.collapseOffPath());
     $("filter-stage").addEventListener("change", readFilters);
-    for (const m of app.runs) await pollRun(m);
+    await Promise.all(app.runs.map(pollRun));
     performance.mark("dgm:nodes");
     app.lastPoll = new Date();
     setRun(0);

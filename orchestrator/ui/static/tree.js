@@ -297,9 +297,10 @@
           const more = collapsed.has(p.d.id) ? `  +${(this.sizes.get(p.d.id) || 1) - 1}` : "";
           ctx.fillText(String(p.d.id) + more, p.x, p.y + r + 12 * px);
         }
-      } else {
+      } else if (k * DX >= LABEL_PX / 3) {  // collapsed subtrees say how much they hide, when it is legible
         ctx.fillStyle = "#263238";
         ctx.font = `${11 * px}px system-ui, sans-serif`;
+        ctx.textAlign = "left";
         for (const id of collapsed) {
           const p = this.pos.get(id);
           if (p && onScreen(p)) ctx.fillText(`+${(this.sizes.get(id) || 1) - 1}`, p.x + r + 3 * px, p.y + 4 * px);
