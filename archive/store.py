@@ -150,18 +150,21 @@ class NodeStore:
         return [n for n in FIELDS if n in self._columns]
 
     def _row_to_node(self, cols: list[str], row: tuple) -> Node:
-        data = {}
-        for name, value in zip(cols, row):
-            if value is None and name != "parent_id" and name != "score":
-                continue  # NULL from a migrated column: use the model default
-            data[name] = from_json(value) if name in JSON_FIELDS else value
-        # rows are what insert/update wrote from validated Nodes: rebuilding them without
-        # validating again makes loading a 100,000-node archive several times faster
-        data["status"] = NodeStatus(data["status"])
-        if len(data) != len(FIELDS):  # a NULL or a column older than the model: its default
+        data = dict(zip(cols, row))
+        for name in JSON_FIELDS:
+            value = data.get(name)
+            if value is not None:
+                data[name] = from_json(value)
+        if None in row:  # NULL from a migrated column: the model default (parent_id and score may be None)
+            for name in [n for n, v in data.items() if v is None and n not in ("parent_id", "score")]:
+                del data[name]
+        if len(data) != len(FIELDS):  # a column older than the model, or a NULL dropped above
             for name in FIELDS:
                 if name not in data:
                     data[name] = Node.model_fields[name].get_default(call_default_factory=True)
+        # rows are what insert/update wrote from validated Nodes: rebuilding them without
+        # validating again makes loading a 100,000-node archive several times faster
+        data["status"] = NodeStatus(data["status"])
         node = object.__new__(Node)
         object.__setattr__(node, "__dict__", data)
         object.__setattr__(node, "__pydantic_fields_set__", set(data))

@@ -134,8 +134,9 @@ class Campaign:
         self.files.archive = self.archive
         interrupted = False
         try:
-            for node in self.archive.nodes():  # in id order: observers see parents first
-                self._record(node)
+            with self.ledger.loading():
+                for node in self.archive.nodes():  # in id order: observers see parents first
+                    self._record(node)
             self.rng.seed(f"{self.cfg.campaign.random_seed}-{len(self.ledger)}")
             self.prior_wall_s = float(self.archive.get_meta("wall_s", "0") or 0)
             self.stats.target = target

@@ -10,6 +10,7 @@ both show the same numbers from one implementation.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -145,8 +146,10 @@ class Ledger:
         self._shares: dict[int, _Share] = {}
         self._clades: dict[int, list[float]] = {}  # node id → [successes, failures] of its clade
         self.lineage: dict[int, int] = {}  # node id → the seed's child it descends from (the seed: itself)
-        for node in sorted(nodes, key=lambda n: n.id):
-            self.record(node)
+        self._bulk = False  # while loading: rank keys are appended and sorted once at the end
+        with self.loading():
+            for node in sorted(nodes, key=lambda n: n.id):
+                self.record(node)
 
     # ---- writing ----------------------------------------------------------------------
 
@@ -218,11 +221,25 @@ class Ledger:
         if s.ranked:
             key = (-s.score, node_id)
             if sign > 0:
-                bisect.insort(self._ranked, key)
+                if self._bulk:
+                    self._ranked.append(key)
+                else:
+                    bisect.insort(self._ranked, key)
                 self.index.add(node_id, s.score, s.draws, self.children.get(node_id, 0))
             else:
                 del self._ranked[bisect.bisect_left(self._ranked, key)]
                 self.index.remove(node_id)
+
+    @contextlib.contextmanager
+    def loading(self):
+        """Record many nodes (a resume) with one sort of the ranking at the end instead of an
+        insertion per node; nothing may read the ranking meanwhile."""
+        self._bulk = True
+        try:
+            yield self
+        finally:
+            self._bulk = False
+            self._ranked.sort()
 
     # ---- reading ----------------------------------------------------------------------
 
