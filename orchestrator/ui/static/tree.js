@@ -294,8 +294,8 @@
         ctx.textAlign = "center";
         for (const p of this.layout) {
           if (!onScreen(p)) continue;
-          const more = collapsed.has(p.d.id) ? `  +${(this.sizes.get(p.d.id) || 1) - 1}` : "";
-          ctx.fillText(String(p.d.id) + more, p.x, p.y + r + 12 * px);
+          ctx.fillText(String(p.d.id), p.x, p.y + r + 12 * px);
+          if (collapsed.has(p.d.id)) ctx.fillText(`+${(this.sizes.get(p.d.id) || 1) - 1}`, p.x, p.y + r + 24 * px);
         }
       } else if (k * DX >= LABEL_PX / 3) {  // collapsed subtrees say how much they hide, when it is legible
         ctx.fillStyle = "#263238";
