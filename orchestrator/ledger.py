@@ -129,7 +129,7 @@ class ParentIndex:
 
 
 class Ledger:
-    def __init__(self, nodes: Iterable[Node] = (), *, confidence: float = 0.0, clades: bool = True) -> None:
+    def __init__(self, nodes: Iterable[Node] = (), *, confidence: float = 0.0, clades: bool = False) -> None:
         self.confidence = confidence  # z of the lower confidence bound (0: rank by the mean)
         # clade counts cost O(depth) per evaluated node (a walk up the ancestry): kept only when a
         # selection policy reads them (cmp)

@@ -57,7 +57,7 @@ def test_yield_counts_valid_children_against_parent_and_seed():
 def test_clade_counts_sum_every_evaluated_descendant():
     ledger = Ledger([make(0, None, NodeStatus.ADMITTED, 0.5), make(1, 0, NodeStatus.ADMITTED, 0.75),
                      make(2, 1, NodeStatus.REJECTED, 1.5), make(3, 1, NodeStatus.INVALID, error="x"),
-                     make(4, 0, NodeStatus.FAILED, error="fm"), make(5, 0, NodeStatus.EVALUATING)])
+                     make(4, 0, NodeStatus.FAILED, error="fm"), make(5, 0, NodeStatus.EVALUATING)], clades=True)
     assert ledger.clade(2) == (1.0, 0.0)  # a score above 1 counts as one success
     assert ledger.clade(1) == (1.75, 1.25)  # itself 0.75/0.25, node 2 1/0, node 3 0/1
     assert ledger.clade(0) == (2.25, 1.75)  # failed and in-flight nodes add nothing
