@@ -7,7 +7,7 @@
 block is graded as it is (the seed's ``extract_code`` pulls it out). ``seed``: the seed agent solves
 each problem exactly as in an evaluation (one sandbox run per problem, the per-problem relay and
 budget, the FM proxy in front of the model). Both are graded by the suite's hidden-test grader in
-the sandbox. ``--problems K`` takes the first K held-out problems (data.HELDOUT order). Each row
+the sandbox. ``--problems K`` takes K held-out problems (data.HELDOUT order), after ``--skip N``. Each row
 keeps the problem, the verdict, the model calls, tokens and seconds; the summary the means.
 """
 
@@ -77,10 +77,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", choices=["bare", "seed"], required=True)
     ap.add_argument("--problems", type=int, default=len(data.HELDOUT))
+    ap.add_argument("--skip", type=int, default=0, help="start after this many held-out problems")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     ev = CodingEvaluator()
-    problems = data.select(data.HELDOUT[: args.problems])
+    problems = data.select(data.HELDOUT[args.skip: args.skip + args.problems])
     work = Path(tempfile.mkdtemp(prefix="dgm-bench-coding-", dir="/tmp"))
     copy_agent(ev.seed_agent(), work / "agent")
     run = CandidateRun(workdir=work / "agent", sandbox=make_sandbox("auto"), python=sys.executable, seed=0)
@@ -103,7 +104,7 @@ def main() -> None:
         "model": model,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_before": load_before,
                     "loadavg_after": os.getloadavg()},
-        "split": f"held-out, first {len(per)} of {len(data.HELDOUT)} (data.HELDOUT order)",
+        "split": f"held-out, problems {args.skip + 1}-{args.skip + len(per)} of {len(data.HELDOUT)} (data.HELDOUT order)",
         "mode": args.mode,
         "options": ev.options.model_dump(),
         "problems": len(per),
