@@ -4,11 +4,12 @@
     .venv/bin/python bench/bench_coding.py --mode seed --problems 20 --out bench/results/coding_seed.json
 
 ``bare``: the model answers each prompt once (the seed's system prompt, temperature 0.2); its code
-block is graded as it is (the seed's ``extract_code`` pulls it out). ``seed``: the seed agent solves
-each problem exactly as in an evaluation (one sandbox run per problem, the per-problem relay and
-budget, the FM proxy in front of the model). Both are graded by the suite's hidden-test grader in
-the sandbox. ``--problems K`` takes K held-out problems (data.HELDOUT order), after ``--skip N``. Each row
-keeps the problem, the verdict, the model calls, tokens and seconds; the summary the means.
+block is graded as it is (the seed's ``extract_code`` pulls it out). ``seed``: the agent (the seed,
+or ``--agent DIR``, e.g. a campaign's best node exported) solves each problem exactly as in an
+evaluation (one sandbox run per problem, the per-problem relay and budget, the FM proxy in front of
+the model). Both are graded by the suite's hidden-test grader in the sandbox. ``--problems K``
+takes K held-out problems (data.HELDOUT order) after ``--skip N``. Each row keeps the problem, the
+verdict, the model calls, tokens and seconds; the summary the means.
 """
 
 from __future__ import annotations
@@ -78,12 +79,13 @@ def main() -> None:
     ap.add_argument("--mode", choices=["bare", "seed"], required=True)
     ap.add_argument("--problems", type=int, default=len(data.HELDOUT))
     ap.add_argument("--skip", type=int, default=0, help="start after this many held-out problems")
+    ap.add_argument("--agent", type=Path, default=None, help="an agent directory (default: the seed), e.g. a campaign's best node")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     ev = CodingEvaluator()
     problems = data.select(data.HELDOUT[args.skip: args.skip + args.problems])
     work = Path(tempfile.mkdtemp(prefix="dgm-bench-coding-", dir="/tmp"))
-    copy_agent(ev.seed_agent(), work / "agent")
+    copy_agent(args.agent or ev.seed_agent(), work / "agent")
     run = CandidateRun(workdir=work / "agent", sandbox=make_sandbox("auto"), python=sys.executable, seed=0)
     run.hide = [*run.hide, *data.hidden_dirs()]
     load_before = os.getloadavg()
@@ -106,6 +108,7 @@ def main() -> None:
                     "loadavg_after": os.getloadavg()},
         "split": f"held-out, problems {args.skip + 1}-{args.skip + len(per)} of {len(data.HELDOUT)} (data.HELDOUT order)",
         "mode": args.mode,
+        "agent": str(args.agent or "seed"),
         "options": ev.options.model_dump(),
         "problems": len(per),
         "solved": solved,
