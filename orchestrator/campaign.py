@@ -12,7 +12,9 @@ and their totals), ``context`` (what a proposal sees), ``memory`` (programs alre
 
 from __future__ import annotations
 
+import errno
 import random
+import sqlite3
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -149,6 +151,15 @@ class Campaign:
             interrupted = True
             self.stats.stop_reason = "interrupted: nodes in flight are re-evaluated on resume"
             raise
+        except (OSError, sqlite3.OperationalError) as e:
+            if not _disk_full(e):
+                raise
+            interrupted = True  # do not wait for work in flight: nothing more can be written
+            self.stats.stop_reason = f"the run directory's disk is full ({e})"
+            raise CampaignError(
+                f"{self.run_dir}: the disk is full ({e}); every node written so far is kept. "
+                "Free some space and run the same command again to resume."
+            ) from None
         finally:
             # on Ctrl-C do not wait for in-flight work: a resume re-evaluates it
             self.executor.shutdown(wait=not interrupted)
@@ -499,7 +510,18 @@ class Campaign:
 
     def _save_wall(self) -> None:
         if self.archive is not None and not self.archive.readonly:
-            self.archive.set_meta("wall_s", repr(self.prior_wall_s + time.monotonic() - self._t0))
+            try:
+                self.archive.set_meta("wall_s", repr(self.prior_wall_s + time.monotonic() - self._t0))
+            except (OSError, sqlite3.OperationalError) as e:
+                if not _disk_full(e):
+                    raise  # a full disk loses only this run's wall-clock total
+
+
+def _disk_full(e: BaseException) -> bool:
+    """Whether a write failed because the run directory's file system is full."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(e, sqlite3.OperationalError) and "full" in str(e)
 
 
 def _first_failing(draws: list[EvaluationResult]) -> EvaluationResult | None:
