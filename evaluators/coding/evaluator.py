@@ -39,6 +39,7 @@ from evaluators.coding.harness import EXIT_IMPORT
 from evaluators.coding.relay import ProblemRelay
 from evaluators.harness_run import Harness, HarnessOptions
 from sandboxes.base import Limits
+from sandboxes.fs import remove_tree
 
 HERE = Path(__file__).parent
 HARNESS = Harness(HERE / "harness.py")
@@ -238,7 +239,7 @@ class CodingEvaluator(Evaluator):
             result = grading.run_python("_dgm_grade.py", limits)
             run.runs.append(result)  # counted in the stage's sandbox time
         finally:
-            shutil.rmtree(where, ignore_errors=True)
+            remove_tree(where)  # also releases the disk-quota mount the sandbox put on it
         lines = result.stdout.splitlines()
         if result.ok and f"PASSED {nonce}" in lines:
             return True, ""
@@ -252,7 +253,7 @@ def _remove(path: Path) -> None:
     except FileNotFoundError:
         pass
     except IsADirectoryError:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
 
 
 def summarise(attempts: Sequence[Attempt]) -> dict[str, float]:
