@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_three_iterations_on_the_embedded_model(tmp_path):
     cfg = load_config(write_campaign(tmp_path / "camp", "circle_packing"))
-    cfg.fm.max_tokens = 700  # keep the test short; the demo uses the default
+    cfg.fm.max_tokens = 400  # keep the test short on 2 cores; the demo uses the default
     with open_fm(cfg.fm) as fm:
         stats = Campaign(cfg, tmp_path / "camp" / "run", fm).run(3)
     assert stats.started == 3 and "reached 3 iterations" in stats.stop_reason
@@ -40,7 +40,7 @@ def test_one_self_step_on_the_embedded_model(tmp_path):
     import json
 
     cfg = load_config(write_campaign(tmp_path / "camp", "circle_packing"))
-    cfg.fm.max_tokens = 500
+    cfg.fm.max_tokens = 400
     cfg.mutation.operators = {"self": 1.0}
     cfg.mutation.improver.calls = 1  # one model call: a second is refused (and recorded)
     with open_fm(cfg.fm) as fm:
