@@ -12,7 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.budget import BudgetLimits
 from orchestrator.fm.config import FMConfig
-from orchestrator.mutation import DEFAULT_WEIGHTS
+
+
+#: the default operator mix of ``[mutation] operators`` (``dgm init`` writes it from here too)
+DEFAULT_WEIGHTS: dict[str, float] = {"diff": 0.35, "tweak": 0.2, "function": 0.1, "rewrite": 0.1, "refine": 0.25}
 
 
 class _Section(BaseModel):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.mutation import DEFAULT_WEIGHTS
+from orchestrator.config import DEFAULT_WEIGHTS
 
 from evaluators import registry
 from evaluators.agent import copy_agent
