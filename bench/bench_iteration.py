@@ -6,8 +6,8 @@ Two modes:
                       left is the orchestrator, the sandbox and the evaluator; one worker, one
                       proposal in flight, so the per-iteration wall time is not hidden by overlap.
   --embedded N        N iterations on the embedded model, for the FM generation figures.
-  --operators TOML    the scripted mix, e.g. '{ rewrite = 0.3, refine = 0.7 }' (each answer is a new
-                      grid whose small circle shrinks, so refine learns that number as a knob).
+  --operators TOML    the scripted mix, e.g. '{ rewrite = 0.3, fit = 0.7 }' (each answer is a new
+                      grid whose small circle shrinks).
 
 Writes bench/results/iteration.json (iteration_mix.json with --operators, iteration_embedded.json
 with --embedded) and prints a table.

@@ -390,7 +390,7 @@ class Campaign:
         except AgentManifestError:  # a broken agent.toml: the evaluation will say so
             texts = None
         if twin is not None:
-            proposal.files, proposal.error = None, f"the proposal is the same program as node {twin}, already evaluated"
+            proposal.files, proposal.error = None, f"the proposal is the same program as node {twin} (up to comments and layout), already evaluated"
             return None, None
         return tree, texts
 

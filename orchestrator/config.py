@@ -15,7 +15,7 @@ from orchestrator.fm.config import FMConfig
 
 
 #: the default operator mix of ``[mutation] operators`` (``dgm init`` writes it from here too)
-DEFAULT_WEIGHTS: dict[str, float] = {"diff": 0.35, "tweak": 0.2, "function": 0.1, "rewrite": 0.1, "refine": 0.25}
+DEFAULT_WEIGHTS: dict[str, float] = {"diff": 0.35, "tweak": 0.2, "function": 0.1, "rewrite": 0.1, "fit": 0.25}
 
 
 class _Section(BaseModel):
@@ -49,7 +49,7 @@ class FitSettings(_Section):
     """The ``fit`` operator: CMA-ES over a program's float constants."""
 
     evaluations: int = Field(16, ge=2, le=10_000, description="trial programs evaluated per fit")
-    # 0.05 ≈ refine's 1-10 % steps; on the circle-packing seed 0.3 found nothing better in three
+    # 0.05 ≈ steps of 1-10 %; on the circle-packing seed 0.3 found nothing better in three
     # fits of 16 trials, 0.05 found better points in two of three
     sigma: float = Field(0.05, gt=0, le=1, description="initial step, in log-scale units of each constant")
 
@@ -85,9 +85,9 @@ class MutationSection(_Section):
 
 class SelectionSection(_Section):
     method: str = "score_child_prop"
-    # operators that pick their parent their own way: refine tunes the constants of the best
+    # operators that pick their parent their own way: fit tunes the constants of the best
     # program (a hill climb), not of whatever the exploring policy draws
-    per_operator: dict[str, str] = Field(default_factory=lambda: {"refine": "best"})
+    per_operator: dict[str, str] = Field(default_factory=lambda: {"fit": "best"})
 
 
 class AdmissionSection(_Section):

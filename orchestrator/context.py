@@ -54,7 +54,7 @@ class ContextBuilder:
 
     def failures(self, parent_id: int) -> list[str]:
         """Answers the model gave for this parent that failed, most recent first, each error once
-        (refine's nudges and FM outages have no answer and are not shown)."""
+        (fit's trials and FM outages have no answer and are not shown)."""
         limit = self.mutation.failures_shown
         seen: dict[str, str] = {}
         for n in self.ledger.failed_children(parent_id):

@@ -1,5 +1,5 @@
 """What the loop tells the parts that learn from the archive (program memory, operators with state
-of their own, such as refine's knobs): one event per node written, and per node read back on resume,
+of their own): one event per node written, and per node read back on resume,
 in id order."""
 
 from __future__ import annotations

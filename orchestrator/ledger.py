@@ -42,7 +42,7 @@ class OperatorYield:
 
 @dataclass
 class UsageTotals:
-    fm_calls: int = 0  # model calls of child attempts (refine's nudges make none, an improver run several)
+    fm_calls: int = 0  # model calls of child attempts (fit's trials make none, an improver run several)
     tokens: int = 0
     cost_usd: float = 0.0
 

@@ -5,7 +5,9 @@ evaluation. Rebuilt from the nodes on resume; the loop feeds it every node as it
 
 from __future__ import annotations
 
+import ast
 import hashlib
+
 from orchestrator.events import NodeEvent
 
 
@@ -17,11 +19,23 @@ def program_digest(files: dict[str, str]) -> str:
     return h.hexdigest()[:16]
 
 
+def _content(path: str, data: bytes) -> bytes:
+    """What a file contributes to a digest. Python that parses counts by its syntax tree, so an edit
+    of comments, layout or a literal's spelling (``1e-2`` → ``0.01``) is the same program: a small
+    model writes such edits often, and evaluating them again measures only noise."""
+    if path.endswith(".py"):
+        try:
+            return ast.dump(ast.parse(data)).encode()
+        except (SyntaxError, ValueError):
+            pass
+    return data
+
+
 def tree_digest(tree: dict[str, bytes]) -> str:
     """A digest of an agent's whole tree: its program, its manifest and its improver."""
     h = hashlib.sha256()
     for path in sorted(tree):
-        h.update(path.encode() + b"\0" + hashlib.sha256(tree[path]).digest())
+        h.update(path.encode() + b"\0" + hashlib.sha256(_content(path, tree[path])).digest())
     return h.hexdigest()[:16]
 
 
@@ -36,6 +50,7 @@ class ProgramMemory:
             self._trees.setdefault(event.node.digest or tree_digest(event.tree), event.node.id)
 
     def duplicate_of(self, tree: dict[str, bytes]) -> int | None:
-        """The node that already holds this exact agent (every file the same), if any. The whole
-        tree counts, not only the evaluated program: a child whose improver alone changed is new."""
+        """The node that already holds this agent (every file the same, Python up to comments and
+        layout), if any. The whole tree counts, not only the evaluated program: a child whose
+        improver alone changed is new."""
         return self._trees.get(tree_digest(tree))

@@ -12,7 +12,7 @@ from evaluators.api import Evaluator
 from orchestrator import admission, selection
 from orchestrator.config import CampaignConfig
 from orchestrator.errors import CampaignError
-from orchestrator.mutation import BUILTIN as BUILTIN_OPERATORS
+from orchestrator.mutation import BUILTIN as BUILTIN_OPERATORS, RETIRED
 from orchestrator.mutation.operators import Operator
 from orchestrator.plugins import resolve as resolve_plugin
 
@@ -26,6 +26,8 @@ def _named(field: str, name: str, resolve: Callable[[str], Any]) -> Any:
 
 
 def _operator(name: str, cfg: CampaignConfig) -> Operator:
+    if name in RETIRED:
+        raise ValueError(f"this operator was replaced by {RETIRED[name]}; rename it")
     return resolve_plugin("mutation operator", name, BUILTIN_OPERATORS).from_config(cfg)
 
 
@@ -44,14 +46,9 @@ class CampaignPlan:
         operators = {
             n: _named(f"[mutation].operators.{n}", n, lambda name: _operator(name, cfg)) for n in cfg.mutation.operators
         }
-        weights = dict(cfg.mutation.operators)
-        weighted = [op for n, op in operators.items() if weights[n] > 0]
-        if all(op.needs for op in weighted):
-            needs = " or ".join(dict.fromkeys(op.needs for op in weighted))
-            raise CampaignError(
-                f"[mutation].operators: every operator with a weight {needs} "
-                f"({', '.join(operators)}); add one that writes children itself, e.g. diff"
-            )
+        for name in cfg.selection.per_operator:
+            if name in RETIRED:
+                raise CampaignError(f"[selection].per_operator.{name}: this operator was replaced by {RETIRED[name]}; rename it")
         return cls(
             evaluator=registry.create(cfg.evaluator.name, cfg.evaluator.options),
             select=_named("[selection].method", cfg.selection.method, selection.resolve),
@@ -62,5 +59,5 @@ class CampaignPlan:
             admit=_named("[admission].policy", cfg.admission.policy, admission.resolve),
             admit_rule=admission.AdmissionRule(cfg.admission.leeway, cfg.admission.reference),
             operators=operators,
-            weights=weights,
+            weights=dict(cfg.mutation.operators),
         )

@@ -4,6 +4,7 @@ evaluations, each operator's yield, and how many FM calls it took to the first i
 
 from __future__ import annotations
 
+import json
 import statistics
 from typing import Any, Sequence
 
@@ -39,6 +40,26 @@ def fm_calls_to_first_improvement(nodes: Sequence[Node]) -> int | None:
     return None
 
 
+def fit_overhead(nodes: Sequence[Node]) -> dict[str, Any] | None:
+    """The ``fit`` operator's own cost: its wall time less the time it waited on evaluations, over
+    every fit of the run (None if none recorded its timing)."""
+    wall = waited = 0.0
+    fits = 0
+    for n in nodes:
+        if n.operator != "fit" or not n.response.startswith("{"):
+            continue
+        try:
+            record = json.loads(n.response)
+        except ValueError:
+            continue
+        if "wall_s" in record:
+            fits, wall, waited = fits + 1, wall + record["wall_s"], waited + record["evaluating_s"]
+    if not fits:
+        return None
+    return {"fits": fits, "wall_s": round(wall, 3), "evaluating_s": round(waited, 3),
+            "overhead_share": (wall - waited) / wall if wall > 0 else 0.0}
+
+
 def build_report(nodes: Sequence[Node], *, confidence: float = 0.0, campaign: str = "") -> dict[str, Any]:
     ledger = Ledger(nodes, confidence=confidence, clades=False)
     summary = ledger.summary()
@@ -58,6 +79,7 @@ def build_report(nodes: Sequence[Node], *, confidence: float = 0.0, campaign: st
         "fm_calls": summary["fm_calls"],
         "tokens": summary["tokens"],
         "fm_calls_to_first_improvement": fm_calls_to_first_improvement(nodes),
+        "fit": fit_overhead(nodes),
     }
 
 
@@ -85,6 +107,9 @@ def render(report: dict[str, Any]) -> str:
     for name, y in sorted(report["operators"].items()):
         out.append(f"  {name}: {y['attempts']} attempts, {y['valid']} valid, {y['better_than_parent']} better than "
                    f"their parent, {y['better_than_seed']} better than the seed")
+    if report.get("fit"):
+        f = report["fit"]
+        out.append(f"fit: {f['fits']} fits, {f['wall_s']:.1f} s, of which {f['overhead_share']:.1%} outside evaluations")
     first = report["fm_calls_to_first_improvement"]
     out.append(f"FM: {report['fm_calls']} calls, {report['tokens']:,} tokens; "
                + (f"{first} calls to the first improvement over the seed" if first is not None else "no improvement over the seed"))

@@ -210,46 +210,35 @@ def test_ideas_reach_prompts_at_the_configured_share(tmp_path):
         assert not any("An idea" in r["messages"][-1]["content"] for r in srv.requests)
 
 
-def test_refine_tunes_the_number_the_fm_changed_and_climbs_past_the_seed(tmp_path):
+def test_fit_climbs_from_the_best_program_and_never_calls_the_model(tmp_path):
+    # one model answer (a smaller inner ring, below the seed), then fit alone: every gain comes
+    # from CMA-ES over the program's constants, each fit starting from the best program so far
     inner = "centers[1 + i] = [0.5 + 0.3 * np.cos(angle), 0.5 + 0.3 * np.sin(angle)]"
     smaller = inner.replace("0.3 *", "0.25 *")
-    # the model's one change (the inner ring 0.3 → 0.25) scores below the seed; later answers are
-    # unusable, so every gain comes from refine tuning the number the model chose
     script = [Reply(f"Shrink the inner ring.\n<<<<<<< SEARCH\n{inner}\n=======\n{smaller}\n>>>>>>> REPLACE", 100, 30)]
-    # later answers wait until the model's change has been evaluated (refine has a knob from then on)
-    knob_learnt = answer_once(
-        tmp_path / "run", lambda nodes: len(nodes) > 1 and nodes[1].status.finished,
-        Reply("no idea", 100, 5), "the diff child to be evaluated",
-    )
-    with ScriptedFMServer(script, responder=knob_learnt) as srv:
-        run_campaign(tmp_path, srv, iterations=14, operators="{ diff = 0.05, refine = 0.95 }", timeout_s=120)
+    with ScriptedFMServer(script, default=Reply("no idea", 100, 5)) as srv:
+        run_campaign(tmp_path, srv, iterations=5, workers=2, operators="{ diff = 0.2, fit = 0.8 }",
+                     extra="[mutation.fit]\nevaluations = 8\n", timeout_s=120)
         fm_calls = len(srv.requests)
     with Archive.open(tmp_path / "run", readonly=True) as archive:
         nodes = archive.nodes()
-        seed, step = nodes[0], nodes[1]
-        assert step.operator == "diff" and step.score < seed.score
-        refined = [n for n in nodes if n.operator == "refine"]
-        assert len(refined) >= 8 and fm_calls == len(nodes) - 1 - len(refined)  # refine never calls the FM
-        programs = {}
-        for n in refined:
-            assert n.status == NodeStatus.ADMITTED and n.fm_model == "" and n.prompt_tokens == n.completion_tokens == 0
-            code = archive.read_files(n.id)["packing.py"].decode()
-            before = archive.read_files(n.parent_id)["packing.py"].decode()
-            changed = [line for line in code.split("\n") if line not in before.split("\n")]
-            assert len(changed) == 1 and "centers[1 + i] = [0.5 + 0." in changed[0]  # only the model's knob moved
-            radius = changed[0].split("0.5 + ")[1].split(" *")[0]
-            assert changed[0].strip() == inner.replace("0.3", radius)  # both radii of the ring together
-            programs[code] = n.id
-            # refine climbs from the best program ([selection] per_operator), never from the weaker diff child
+        seed = nodes[0]
+        fitted = [n for n in nodes if n.operator == "fit"]
+        assert fitted and fm_calls == len(nodes) - 1 - len(fitted)  # fit never calls the model
+        for n in fitted:
+            assert n.fm_model == "" and n.prompt_tokens == n.completion_tokens == 0
+            trials = json.loads(n.response)["trials"]
+            assert len(trials) == 9 and trials[-1]["parent"]  # 8 trials, then the parent's own point
+            # a hill climb from the best program ([selection] per_operator), never from the weaker diff child
             assert archive.get(n.parent_id).score >= seed.score
-        assert len(programs) == len(refined)  # never the same program twice
-        best = max(nodes, key=lambda n: n.score or 0)
-        assert best.operator == "refine" and best.score > seed.score
+            if n.status == NodeStatus.ADMITTED:
+                code, before = (archive.read_files(i)["packing.py"].decode() for i in (n.id, n.parent_id))
+                assert code != before and n.score == pytest.approx(max(t["score"] for t in trials[:-1] if t["score"]))
+        assert max(n.score or 0 for n in nodes) > seed.score  # the seed's own constants are beaten
         assert archive.check() == []
         summary = _summary(archive)  # what `dgm status` shows
         assert summary["fm_calls"] == fm_calls
-        assert summary["operators"]["refine"]["attempts"] == len(refined)
-        assert summary["operators"]["refine"]["better_than_seed"] >= 1
+        assert summary["operators"]["fit"]["attempts"] == len(fitted)
 
 
 def test_a_program_the_archive_holds_is_not_evaluated_again(tmp_path):
@@ -259,7 +248,7 @@ def test_a_program_the_archive_holds_is_not_evaluated_again(tmp_path):
         first, second = sorted(archive.nodes()[1:], key=lambda n: bool(n.stages), reverse=True)
     assert first.status == NodeStatus.ADMITTED and first.stages
     assert second.status == NodeStatus.INVALID and second.stages == []  # no evaluation spent
-    assert second.error == f"the proposal is the same program as node {first.id}, already evaluated"
+    assert second.error == f"the proposal is the same program as node {first.id} (up to comments and layout), already evaluated"
     assert second.response  # the answer is kept
     # a resume remembers what was evaluated: the grid (the best, so the parent) rewritten back into the seed
     with ScriptedFMServer([Reply(rewrite(SEED_CODE, "Back to rings."), 100, 30)]) as srv:
@@ -267,12 +256,12 @@ def test_a_program_the_archive_holds_is_not_evaluated_again(tmp_path):
     with Archive.open(tmp_path / "run", readonly=True) as archive:
         third = archive.get(3)
     assert third.parent_id == first.id and third.status == NodeStatus.INVALID
-    assert third.error == "the proposal is the same program as node 0, already evaluated"
+    assert third.error == "the proposal is the same program as node 0 (up to comments and layout), already evaluated"
 
 
-def test_a_mix_of_only_refine_is_refused_with_the_reason(tmp_path):
+def test_the_retired_refine_operator_is_refused_with_its_replacement(tmp_path):
     cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", iterations=3, operators="{ refine = 1.0, diff = 0 }"))
-    with pytest.raises(CampaignError, match=r"\[mutation\].operators: every operator with a weight tunes numbers that FM edits changed"):
+    with pytest.raises(CampaignError, match=r"\[mutation\].operators.refine = 'refine': this operator was replaced by fit "):
         Campaign(cfg, tmp_path / "run", fm=None)
 
 

@@ -81,10 +81,10 @@ def test_clear_errors_not_tracebacks(tmp_path, env):
     res = dgm("run", cfg, check=False, env=env)
     assert res.returncode == 2 and "no evaluator named 'nope'" in res.stderr
     # a bad policy name is caught before the model starts
-    cfg.write_text('[evaluator]\nname = "circle_packing"\n[selection]\nper_operator = { refine = "bset" }\n')
+    cfg.write_text('[evaluator]\nname = "circle_packing"\n[selection]\nper_operator = { fit = "bset" }\n')
     res = dgm("run", cfg, check=False, env=env)
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert f"{cfg}: [selection].per_operator.refine = 'bset': unknown selection method 'bset'" in res.stderr
+    assert f"{cfg}: [selection].per_operator.fit = 'bset': unknown selection method 'bset'" in res.stderr
     assert "FM ready" not in res.stdout
 
 

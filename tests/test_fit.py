@@ -48,7 +48,14 @@ def test_a_fit_step_evaluates_trials_and_keeps_them_on_the_child(tmp_path, monke
     trials = record["trials"]
     assert len(trials) == 17 and trials[-1].get("parent")  # 16 trials, then the parent's own point
     assert 1 <= len(record["constants"]) <= 8  # a random subset of at most MAX_CONSTANTS literals
+    assert 0 < record["evaluating_s"] <= record["wall_s"]  # the optimiser's own share is the difference
     scored = [t["score"] for t in trials[:-1] if t["score"] is not None]
     # the child is the best trial's program: the (deterministic) evaluator gives it that score again
     assert child.status == NodeStatus.ADMITTED and child.score == pytest.approx(max(scored))
     assert child.score > seed.score
+    # `dgm report` states the optimiser's own share of the fit's wall time
+    from orchestrator.report import build_report, render
+
+    fit = build_report([seed, child])["fit"]
+    assert fit["fits"] == 1 and fit["wall_s"] == pytest.approx(record["wall_s"], abs=1e-3) and 0 <= fit["overhead_share"] < 1
+    assert f"fit: 1 fits, {fit['wall_s']:.1f} s" in render(build_report([seed, child]))

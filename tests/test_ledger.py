@@ -29,7 +29,7 @@ def test_incremental_totals_equal_a_ledger_built_from_the_final_nodes():
     ledger = Ledger([make(0, None, NodeStatus.ADMITTED, 0.5)])
     for i in range(1, 300):
         parent = rng.choice([n.id for n in ledger.parents()])
-        ledger.record(make(i, parent, NodeStatus.EVALUATING, op=rng.choice(["diff", "refine"])))
+        ledger.record(make(i, parent, NodeStatus.EVALUATING, op=rng.choice(["diff", "fit"])))
         status = rng.choice([NodeStatus.ADMITTED, NodeStatus.REJECTED, NodeStatus.INVALID, NodeStatus.FAILED])
         score = rng.random() if status in (NodeStatus.ADMITTED, NodeStatus.REJECTED) else None
         ledger.record(make(i, parent, status, score, op=ledger.nodes[i].operator, error="e" if score is None else "",

@@ -178,10 +178,10 @@ def test_nodes_arrive_live_while_the_archive_is_written(server, page, run):
         expect(p.locator("#summary")).to_contain_text("best node 6 (0.8000)", timeout=DEADLINE_MS)
         expect(p.locator("#filter-status [data-count='evaluating']")).to_have_text(" 0")
         for i in range(3):
-            arc.add_node(parent_id=6, status="rejected", operator="refine", files={"main.py": f"STEP = 0.3{i}\n"},
+            arc.add_node(parent_id=6, status="rejected", operator="fit", files={"main.py": f"STEP = 0.3{i}\n"},
                          message="r", score=0.79)
     expect(p.locator("#match-count")).to_have_attribute("data-total", "10", timeout=DEADLINE_MS)
-    expect(p.locator("#filter-operator input[value='refine']")).to_be_checked()
+    expect(p.locator("#filter-operator input[value='fit']")).to_be_checked()
     assert p.evaluate("dgmUI.screenPos(9)") is not None  # drawn, without a reload
     page.shot("live-arrived")
     page.click_node(6)

@@ -39,14 +39,14 @@ concurrency = 2          # proposals in flight
 [mutation]
 operators = {{ {operators} }}
 # diff: SEARCH/REPLACE edits; tweak: one or two numbers; function: one whole function; rewrite: the
-# whole file; refine: no FM call, nudges a number the FM's edits have changed by 1-10 %
+# whole file; fit: no FM call, fits the program's float constants by CMA-ES (16 trial evaluations)
 # ideas = ["..."]        # directions to try, added to the evaluator's own; one per prompt
 # idea_share = 0.5       # share of prompts that carry an idea
 exemplars = 2
 
 [selection]
 method = "score_child_prop"   # score_prop | robust | best | uniform | module:function
-per_operator = {{ refine = "best" }}   # refine tunes the best program (a hill climb)
+per_operator = {{ fit = "best" }}   # fit tunes the best program's constants (a hill climb)
 
 [admission]
 policy = "keep_all_valid"     # keep_better | module:function

@@ -18,6 +18,7 @@ import ast
 import json
 import math
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -112,10 +113,13 @@ class FitOperator(Operator):
         if ctx.evaluate is None:
             proposal.error = "fit: this campaign cannot evaluate trial programs"
             return proposal
+        started = time.perf_counter()
         rng = random.Random(sampling.seed)
         chosen = sorted(rng.sample(found, min(MAX_CONSTANTS, len(found))), key=lambda c: (c.path, c.line, c.col))
-        trials = self._search(ctx, chosen, ctx.evaluate, sampling.seed)
+        trials, waited = self._search(ctx, chosen, ctx.evaluate, sampling.seed)
+        # the optimiser's own cost is everything but waiting on evaluations (kept to check it stays small)
         proposal.response = json.dumps({"constants": [f"{c.path}:{c.line}:{c.col} = {c.value:g}" for c in chosen],
+                                        "wall_s": round(time.perf_counter() - started, 4), "evaluating_s": round(waited, 4),
                                         "trials": trials}, indent=1)
         valid = [t for t in trials if t["score"] is not None]
         if not valid:
@@ -138,20 +142,24 @@ class FitOperator(Operator):
                             f"scored {best['score']:.4f}" + (f" (parent {ctx.score:.4f})" if ctx.score is not None else ""))
         return proposal
 
-    def _search(self, ctx: ProposalContext, chosen: list[Constant], evaluate: Callable, seed: int) -> list[dict]:
+    def _search(self, ctx: ProposalContext, chosen: list[Constant], evaluate: Callable, seed: int) -> tuple[list[dict], float]:
+        """The trials (the parent's own point last) and the seconds spent waiting on evaluations."""
         from cmaes import CMA
 
         dim = max(2, len(chosen))  # cmaes needs two dimensions; a lone constant gets an idle partner
         cma = CMA(mean=np.zeros(dim), sigma=self.sigma, bounds=np.array([[-BOUND, BOUND]] * dim),
                   seed=seed % (2**31), population_size=max(4, min(8, self.evaluations)))
         trials: list[dict] = []
+        waited = 0.0
         while len(trials) < self.evaluations:
             batch = [cma.ask() for _ in range(cma.population_size)]
             points = [[_moved(c.value, float(z)) for c, z in zip(chosen, x)] for x in batch]
             futures = [evaluate(substitute(ctx.files, chosen, values)) for values in points]
             told = []
             for x, values, fut in zip(batch, points, futures):
+                t0 = time.perf_counter()
                 result = fut.result()
+                waited += time.perf_counter() - t0
                 score = result.score if result.complete else None
                 trials.append({"values": [round(v, 8) for v in values], "score": score,
                                "error": "" if score is not None else result.error[:200]})
@@ -160,4 +168,4 @@ class FitOperator(Operator):
         # the parent's own point, for reference (it scored ctx.score); a trial must beat it to count
         if ctx.score is not None:
             trials.append({"values": [c.value for c in chosen], "score": ctx.score, "error": "", "parent": True})
-        return trials
+        return trials, waited

@@ -79,9 +79,6 @@ class Operator(abc.ABC):
     inline: bool = False
     #: True when only some parents can be worked from: the loop then asks ``can_work_from``
     selective: bool = False
-    #: what the operator needs from other operators' children, in words ("" when it can start a
-    #: campaign alone from the seed)
-    needs: str = ""
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Operator":

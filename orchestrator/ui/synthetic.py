@@ -9,7 +9,7 @@ from pathlib import Path
 
 from archive import Archive, Node, NodeStatus
 
-OPERATORS = ("diff", "tweak", "function", "rewrite", "refine")
+OPERATORS = ("diff", "tweak", "function", "rewrite", "fit")
 STAGES = ("smoke", "full")
 SEED_CODE = '''"""Pack circles in a unit square."""
 
@@ -55,7 +55,7 @@ def add_child(arc: Archive, rng: random.Random, admitted: list[tuple[float, int]
     parent_score, parent_id = rng.choice(top) if rng.random() < 0.75 else rng.choice(admitted)
     op = rng.choice(OPERATORS)
     roll = rng.random()
-    fm = op != "refine"
+    fm = op != "fit"
     usage = dict(
         fm_model="synthetic-1.5b" if fm else "", prompt=f"Improve this program (parent {parent_id}).\n" + "context line\n" * 20 if fm else "",
         response=f"<<<<<<< SEARCH\nSTEP = 0.1\n=======\nSTEP = {rng.random():.4f}\n>>>>>>> REPLACE\n" if fm else "",
