@@ -56,6 +56,7 @@ class EvaluationResult:
     evaluator_error: str = ""  # a fault of the evaluator or the sandbox, not of the candidate
     selected: int = 0  # how many stages were selected to run (0: unknown, treat what ran as all)
     fm_usage: dict[str, Any] = field(default_factory=dict)  # the candidate's own model calls (fm_access)
+    gpu_s: float = 0.0  # GPU-seconds it held: wall time × the GPUs leased (a shared GPU counts its share)
 
     @property
     def _ran_all(self) -> bool:
@@ -129,6 +130,7 @@ class EvaluationResult:
             "eval_s": sum(s.wall_s for s in self.stages),
             "sandbox_s": sum(s.sandbox_s for s in self.stages),
             "sandbox_start_s": sum(s.start_overhead_s for s in self.stages),
+            "gpu_s": self.gpu_s,
         }
 
 

@@ -16,6 +16,7 @@ class BudgetLimits(BaseModel):
     max_tokens: int | None = Field(None, gt=0)
     max_usd: float | None = Field(None, gt=0)
     max_wall_s: float | None = Field(None, gt=0)
+    max_gpu_s: float | None = Field(None, gt=0, description="GPU-seconds evaluations may hold (a shared GPU counts its share)")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Usage:
     tokens: int = 0
     usd: float = 0.0
     wall_s: float = 0.0
+    gpu_s: float = 0.0
 
 
 def exhausted(usage: Usage, limits: BudgetLimits) -> str | None:
@@ -33,6 +35,7 @@ def exhausted(usage: Usage, limits: BudgetLimits) -> str | None:
         ("max_tokens", usage.tokens, "tokens"),
         ("max_usd", usage.usd, "USD"),
         ("max_wall_s", usage.wall_s, "seconds of wall-clock"),
+        ("max_gpu_s", usage.gpu_s, "GPU-seconds"),
     )
     for field, used, unit in checks:
         limit = getattr(limits, field)

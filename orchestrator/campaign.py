@@ -73,6 +73,7 @@ class PendingProposal:
     operator: str
     ctx: ProposalContext
     select_s: float
+    trial_gpu_s: list[float] = field(default_factory=lambda: [0.0])  # GPU-seconds of its trial evaluations (fit)
 
 
 @dataclass
@@ -218,9 +219,14 @@ class Campaign:
                     f"{self.run_dir} holds campaign {archive.campaign!r}, not {self.cfg.campaign.name!r}; "
                     "use another --run-dir or the same [campaign].name"
                 )
-            return archive
-        archive = Archive.create(self.run_dir, self.cfg.campaign.name)
-        archive.set_meta("config", self.cfg.model_dump_json(exclude={"base_dir"}))
+        else:
+            archive = Archive.create(self.run_dir, self.cfg.campaign.name)
+        # the config this run works under (a resume may change budgets): what `dgm status` shows
+        try:
+            archive.set_meta("config", self.cfg.model_dump_json(exclude={"base_dir"}))
+        except (OSError, sqlite3.OperationalError) as e:
+            if not _disk_full(e):
+                raise  # a full disk keeps the last run's config; the loop then stops cleanly
         return archive
 
     def _record(self, node: Node) -> Node:
@@ -270,7 +276,8 @@ class Campaign:
             self.cfg.fm.sample_temperature(self.rng), self.rng.randrange(2**31), self.cfg.fm.max_tokens,
             tokens_left=None if self.cfg.budget.max_tokens is None else self._tokens_left(self.cfg.budget.max_tokens),
         )
-        ctx.evaluate = self._trial_evaluator(parent.id)
+        trial_gpu_s = [0.0]
+        ctx.evaluate = self._trial_evaluator(parent.id, trial_gpu_s)
         self.stats.started += 1
         if not op.inline:
             fut = pool.submit(_timed, op.propose, ctx, self.fm, sampling)
@@ -280,17 +287,24 @@ class Campaign:
                 fut.set_result(_timed(op.propose, ctx, self.fm, sampling))
             except Exception as e:  # recorded as a failed attempt, like an FM error
                 fut.set_exception(e)
-        return fut, PendingProposal(parent.id, name, ctx, time.perf_counter() - t0)
+        return fut, PendingProposal(parent.id, name, ctx, time.perf_counter() - t0, trial_gpu_s)
 
-    def _trial_evaluator(self, parent_id: int) -> Callable[[dict[str, str]], Future]:
+    def _trial_evaluator(self, parent_id: int, gpu_s: list[float]) -> Callable[[dict[str, str]], Future]:
         """For operators that search by evaluating (``fit``): a trial program (the parent with some
-        files changed) evaluated by the executor like a node, but recorded only on the child."""
+        files changed) evaluated by the executor like a node, but recorded only on the child, whose
+        GPU-seconds (``gpu_s[0]``) count the trials'."""
         base = self.files.tree(parent_id)
+
+        def spent(fut: Future) -> None:
+            if not fut.cancelled() and fut.exception() is None:
+                gpu_s[0] += fut.result().gpu_s
 
         def evaluate(changed: dict[str, str]) -> Future:
             job = self._job(parent_id)
             job.files = {**base, **{p: t.encode() for p, t in changed.items()}}
-            return self.executor.submit(job)
+            fut = self.executor.submit(job)
+            fut.add_done_callback(spent)
+            return fut
 
         return evaluate
 
@@ -355,7 +369,7 @@ class Campaign:
             completion_tokens=getattr(c, "completion_tokens", 0), cost_usd=getattr(c, "cost_usd", 0.0),
         )
         timings = {"select_s": pending.select_s, "propose_s": propose_s, "fm_s": getattr(c, "latency_s", 0.0),
-                   "fm_calls": float(getattr(c, "calls", 1) if c is not None else 0)}
+                   "fm_calls": float(getattr(c, "calls", 1) if c is not None else 0), "gpu_s": pending.trial_gpu_s[0]}
         tree, texts = self._child_tree(parent_id, proposal)
         if not proposal.valid:
             node = self._record(self.archive.add_node(
@@ -445,7 +459,9 @@ class Campaign:
             score=None if score is None else bound(node.model_copy(update={"score": score, "draws": draws})),
         )
         result = worst or first
-        timings = {**node.timings, **_summed_timings(pending.draws), "eval_wall_s": time.monotonic() - pending.submitted}
+        summed = _summed_timings(pending.draws)
+        timings = {**node.timings, **summed, "eval_wall_s": time.monotonic() - pending.submitted,
+                   "gpu_s": node.timings.get("gpu_s", 0.0) + summed.get("gpu_s", 0.0)}  # fit's trials, then its draws
         fields = dict(
             status=verdict.status, error=verdict.reason, stages=[s.to_record() for s in result.stages],
             public_metrics=result.public_metrics, private_metrics=result.private_metrics,
@@ -490,7 +506,7 @@ class Campaign:
     def _usage(self, in_flight: int = 0) -> Usage:
         """Campaign-wide usage, across resumes (from the ledger); calls in flight count as made."""
         u = self.ledger.usage
-        return Usage(u.fm_calls + in_flight, u.tokens, u.cost_usd, self.prior_wall_s + time.monotonic() - self._t0)
+        return Usage(u.fm_calls + in_flight, u.tokens, u.cost_usd, self.prior_wall_s + time.monotonic() - self._t0, u.gpu_s)
 
     def _refresh(self, proposing: int, evaluating: int) -> None:
         s = self.stats

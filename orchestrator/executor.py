@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,7 @@ def run_job(job: EvalJob, env: EvaluationEnvironment) -> EvaluationResult:
     pool = env.gpu_pool(job.sandbox.evals_per_gpu) if job.sandbox.use_gpu else None
     lease = pool.lease(1) if pool is not None and len(pool) else None  # blocks until a slot is free
     evaluator = env.evaluator(job.evaluator, job.evaluator_options)
+    leased_at = time.monotonic()
     try:
         write_tree(job.files, agent_dir)
         with _fm_for(evaluator, env, job) as proxy:
@@ -118,6 +120,8 @@ def run_job(job: EvalJob, env: EvaluationEnvironment) -> EvaluationResult:
                 result.fm_usage = {"calls": t.calls, "refused": proxy.refused, "prompt_tokens": t.prompt_tokens,
                                    "completion_tokens": t.completion_tokens, "cost_usd": t.cost_usd,
                                    "model": getattr(env.fm, "model", "")}
+        if lease is not None:  # what [budget] max_gpu_s counts: the lease, whatever the candidate did with it
+            result.gpu_s = (time.monotonic() - leased_at) * len(lease.gpus) / max(1, pool.per_gpu)
         return result
     finally:
         if lease is not None:

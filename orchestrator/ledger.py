@@ -45,6 +45,7 @@ class UsageTotals:
     fm_calls: int = 0  # model calls of child attempts (fit's trials make none, an improver run several)
     tokens: int = 0
     cost_usd: float = 0.0
+    gpu_s: float = 0.0  # GPU-seconds evaluations held (fit's trials included)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class _Share:
     fm_call: int  # model calls it made
     tokens: int
     cost_usd: float
+    gpu_s: float
     admitted_child_of: int | None
     ranked: bool  # a possible parent: admitted with a score
     clade: tuple[float, float]  # (successes, failures) it adds to its own clade and every ancestor's
@@ -188,6 +190,7 @@ class Ledger:
             fm_call=int(node.timings.get("fm_calls", 1 if child else 0)) if node.fm_model else 0,
             tokens=node.prompt_tokens + node.completion_tokens,
             cost_usd=node.cost_usd,
+            gpu_s=node.timings.get("gpu_s", 0.0),
             admitted_child_of=node.parent_id if child and node.status == NodeStatus.ADMITTED else None,
             ranked=ranked,
             clade=_clade_mass(node),
@@ -203,6 +206,7 @@ class Ledger:
         self.usage.fm_calls += sign * s.fm_call
         self.usage.tokens += sign * s.tokens
         self.usage.cost_usd += sign * s.cost_usd
+        self.usage.gpu_s += sign * s.gpu_s
         if s.admitted_child_of is not None:
             self.children[s.admitted_child_of] = self.children.get(s.admitted_child_of, 0) + sign
             self.index.add_child(s.admitted_child_of, sign)
@@ -325,5 +329,6 @@ class Ledger:
             "operators": {name: vars(y).copy() for name, y in sorted(self.operators.items()) if y.attempts},
             "tokens": self.usage.tokens,
             "cost_usd": round(self.usage.cost_usd, 6),
+            "gpu_s": round(self.usage.gpu_s, 3),
             "last_update": max((n.updated_at for n in self.nodes.values()), default=None),
         }

@@ -57,8 +57,12 @@ def _ledger(archive: Archive) -> Ledger:
 def _summary(archive: Archive) -> dict:
     """The run's totals, from the same ledger the campaign loop keeps."""
     ledger = _ledger(archive)
+    try:
+        budget = {k: v for k, v in json.loads(archive.get_meta("config") or "{}").get("budget", {}).items() if v is not None}
+    except (ValueError, AttributeError):
+        budget = {}
     return {"run_dir": str(archive.run_dir), "campaign": archive.campaign, **ledger.summary(),
-            "score_spread": ledger.spread}
+            "score_spread": ledger.spread, "wall_s": float(archive.get_meta("wall_s") or 0.0), "budget": budget}
 
 
 @click.command()
@@ -77,6 +81,9 @@ def status(run_dir: Path, as_json: bool) -> None:
         click.echo(f"  best: node {s['best']['id']} score {s['best']['score']:.4f} {s['best']['public_metrics']}")
     click.echo(f"  seed score: {s['seed_score']}" + (f" (score spread between evaluations: {s['score_spread']:.4f})" if s["score_spread"] else ""))
     click.echo(f"  FM: {s['fm_calls']} calls, {s['tokens']:,} tokens, ${s['cost_usd']:.4f}")
+    click.echo(f"  spent: {s['wall_s']:.0f} s of wall-clock, {s['gpu_s']:.1f} GPU-seconds")
+    if s["budget"]:
+        click.echo("  budget: " + ", ".join(f"{k} = {v}" for k, v in sorted(s["budget"].items())))
     for name, row in sorted(s["operators"].items()):
         click.echo(
             f"  {name}: {row['attempts']} attempts, {row['valid']} valid, "

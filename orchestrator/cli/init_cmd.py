@@ -63,6 +63,7 @@ backend = "auto"              # bwrap, else docker; "process" needs trusted = tr
 # max_tokens = 500000
 # max_usd = 5.0
 # max_wall_s = 3600
+# max_gpu_s = 7200        # GPU-seconds of evaluations (a shared GPU counts its share)
 """
 
 
