@@ -8,6 +8,7 @@ first improvement. `--summary` prints the median and spread over seeds per (suit
 
 Run:  .venv/bin/python bench/bench_efficacy.py --suite optimizer --seed 0 --iterations 10
       .venv/bin/python bench/bench_efficacy.py --summary
+      .venv/bin/python bench/bench_efficacy.py --rescore   # reports rebuilt from the kept run dirs
 """
 
 from __future__ import annotations
@@ -31,6 +32,22 @@ from orchestrator.fm.providers import open_fm  # noqa: E402
 from orchestrator.report import build_report  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "efficacy.json"
+#: each learning suite's held-out headline (higher is better), the criterion's "held-out split"
+HELD_OUT = {"optimizer": "hidden_rel_adam", "continual": "hidden_score", "fewshot": "hidden_score",
+            "rl_objective": "heldout_frac_optimal"}
+
+
+def held_out_gain(e: dict) -> dict | None:
+    """Best minus seed on the suite's held-out headline, against twice the seed's spread between
+    evaluation seeds (its public score's draws: held-out draws are not kept per evaluation)."""
+    key = HELD_OUT.get(e["suite"])
+    seed, best = e.get("seed") or {}, e.get("best") or {}
+    if key is None or key not in seed.get("held_out", {}) or key not in best.get("held_out", {}):
+        return None
+    gain = best["held_out"][key] - seed["held_out"][key]
+    spread = seed.get("draw_spread")
+    return {"metric": key, "seed": seed["held_out"][key], "best": best["held_out"][key], "gain": gain,
+            "seed_spread": spread, "beats_twice_the_spread": spread is not None and gain > 2 * spread}
 
 
 def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep: Path | None) -> dict:
@@ -44,14 +61,32 @@ def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep:
     with open_fm(cfg.fm, log=lambda m: print(f"dgm: {m}", flush=True)) as fm:
         Campaign(cfg, root / "camp" / "run", fm, on_update=_progress).run(iterations)
     wall = time.monotonic() - t0
-    with Archive.open(root / "camp" / "run", readonly=True) as archive:
-        nodes = archive.nodes()
-    report = build_report(nodes, confidence=cfg.admission.confidence, campaign=suite)
+    report = report_of(root / "camp" / "run", cfg.admission.confidence, suite)
     return {
         "suite": suite, "random_seed": seed, "iterations": iterations, "operators": cfg.mutation.operators,
         "stages": cfg.evaluator.stages, "wall_s": round(wall, 1), "run_dir": str(root / "camp" / "run") if keep else None,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **report,
     }
+
+
+def report_of(run_dir: Path, confidence: float, suite: str) -> dict:
+    with Archive.open(run_dir, readonly=True) as archive:
+        nodes = archive.nodes()
+    return build_report(nodes, confidence=confidence, campaign=suite)
+
+
+def rescore(entries: list[dict]) -> int:
+    """Rebuild each entry's report from its kept run directory (after the report's definitions
+    change); entries whose run is gone stay as they were. Returns how many were rebuilt."""
+    done = 0
+    for e in entries:
+        run = e.get("run_dir")
+        if run and (Path(run) / "archive.db").exists():
+            with Archive.open(run, readonly=True) as archive:
+                confidence = json.loads(archive.get_meta("config") or "{}").get("admission", {}).get("confidence", 2.0)
+            e.update(report_of(Path(run), confidence, e["suite"]), rescored=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            done += 1
+    return done
 
 
 def _progress(stats) -> None:
@@ -68,12 +103,18 @@ def summary(entries: list[dict]) -> dict:
     for key, es in groups.items():
         shares = [e["valid_share"] for e in es if e["valid_share"] is not None]
         gains = [e["gain_over_seed"] for e in es if e["gain_over_seed"] is not None]
+        held = [h for h in (held_out_gain(e) for e in es) if h is not None]
         out[key] = {
             "campaigns": len(es), "seeds": sorted(e["random_seed"] for e in es),
             "valid_share_median": statistics.median(shares) if shares else None,
             "valid_share_range": [min(shares), max(shares)] if shares else None,
             "gain_over_seed_median": statistics.median(gains) if gains else None,
             "gain_over_seed_range": [min(gains), max(gains)] if gains else None,
+            "best_score_median": statistics.median(e["best"]["score"] for e in es if e.get("best")) if es else None,
+            "held_out_gain_median": statistics.median(h["gain"] for h in held) if held else None,
+            "held_out_gain_range": [min(h["gain"] for h in held), max(h["gain"] for h in held)] if held else None,
+            "held_out_beats_twice_the_seed_spread": f"{sum(h['beats_twice_the_spread'] for h in held)} of {len(held)}" if held else None,
+            "iterations": sorted({e["iterations"] for e in es}),
         }
     return out
 
@@ -86,10 +127,15 @@ def main() -> None:
     ap.add_argument("--operators", help='JSON weights, e.g. \'{"diff": 0.5, "fit": 0.5}\' (default: dgm init\'s)')
     ap.add_argument("--keep", type=Path, help="keep the campaign under this directory")
     ap.add_argument("--summary", action="store_true")
+    ap.add_argument("--rescore", action="store_true", help="rebuild the reports of kept runs")
     args = ap.parse_args()
     entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     if args.summary:
         print(json.dumps(summary(entries), indent=2))
+        return
+    if args.rescore:
+        print(f"rebuilt {rescore(entries)} of {len(entries)} reports")
+        RESULTS.write_text(json.dumps(entries, indent=1, default=str) + "\n")
         return
     entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep)
     entries.append(entry)

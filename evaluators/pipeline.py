@@ -23,6 +23,7 @@ from evaluators.agent import copy_agent
 from evaluators.api import CandidateInvalid, CandidateRun, Evaluator, Stage, StageOutcome
 from sandboxes.artifacts import ArtifactError
 from sandboxes.base import Sandbox, SandboxError
+from sandboxes import scratch
 from sandboxes.fs import remove_tree
 
 _RUNTIME = Path(__file__).with_name("harness_runtime.py")
@@ -203,7 +204,7 @@ def evaluate(
     selected = _select_stages(evaluator, stages)
     result = EvaluationResult(selected=len(selected))
     before = evaluator_fingerprint(evaluator)
-    workroot = Path(workroot or Path(tempfile.gettempdir()) / "dgm-work")
+    workroot = Path(workroot) if workroot else scratch.root()  # a dead process's is swept by the next
     workroot.mkdir(parents=True, exist_ok=True)
     for stage in selected:
         try:

@@ -9,7 +9,6 @@ import abc
 import contextlib
 import os
 import shutil
-import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +19,7 @@ from typing import Any
 from evaluators import registry
 from evaluators.api import Evaluator
 from evaluators.pipeline import EvaluationResult, evaluate
+from sandboxes import scratch
 from sandboxes.fs import remove_tree
 
 
@@ -102,7 +102,7 @@ def write_tree(files: dict[str, bytes], dest: Path) -> None:
 
 def run_job(job: EvalJob, env: EvaluationEnvironment) -> EvaluationResult:
     """Materialise the agent in a temporary directory and run the staged evaluation on it."""
-    agent_dir = Path(tempfile.mkdtemp(prefix=f"dgm-agent-{job.node_id}-"))
+    agent_dir = scratch.mkdtemp(f"agent-{job.node_id}-")
     pool = env.gpu_pool(job.sandbox.evals_per_gpu) if job.sandbox.use_gpu else None
     lease = pool.lease(1) if pool is not None and len(pool) else None  # blocks until a slot is free
     evaluator = env.evaluator(job.evaluator, job.evaluator_options)
@@ -138,7 +138,7 @@ def _fm_for(evaluator: Evaluator, env: EvaluationEnvironment, job: EvalJob):
         return
     from orchestrator.fm.proxy import Budget, FMProxy
 
-    sock_dir = Path(tempfile.mkdtemp(prefix="dgm-fm-", dir="/tmp"))  # short: a socket path has 107 bytes
+    sock_dir = scratch.mkdtemp("fm-")  # short: a socket path has 107 bytes
     os.chmod(sock_dir, 0o755)  # the sandbox's unprivileged uid connects to it
     proxy = FMProxy(env.fm, sock_dir / "fm.sock", node_id=f"node-{job.node_id}",
                     budget=Budget(limit_calls=job.fm_calls, limit_tokens=job.fm_tokens))

@@ -179,8 +179,9 @@ class Ledger:
         y = OperatorYield()
         if child:
             y.attempts = 1
-            if node.status in (NodeStatus.ADMITTED, NodeStatus.REJECTED) and node.score is not None:
-                y.valid = 1
+            # valid: no stage found it invalid (a child a gate stopped is valid, and has no score)
+            y.valid = int(node.status in (NodeStatus.ADMITTED, NodeStatus.REJECTED))
+            if y.valid and node.score is not None:
                 parent, seed = self.nodes.get(node.parent_id), self.seed
                 y.better_than_parent = int(parent is not None and parent.score is not None and node.score > parent.score)
                 y.better_than_seed = int(seed is not None and seed.score is not None and node.score > seed.score)

@@ -65,7 +65,9 @@ def build_report(nodes: Sequence[Node], *, confidence: float = 0.0, campaign: st
     summary = ledger.summary()
     best, seed = ledger.best, ledger.seed
     children = [n for n in nodes if n.parent_id is not None]
-    valid = sum(1 for n in children if n.status in (NodeStatus.ADMITTED, NodeStatus.REJECTED) and n.score is not None)
+    # valid: the child ran and no stage found it invalid (one a gate stopped is valid, but unranked)
+    valid = sum(1 for n in children if n.status in (NodeStatus.ADMITTED, NodeStatus.REJECTED))
+    ranked = sum(1 for n in children if n.status in (NodeStatus.ADMITTED, NodeStatus.REJECTED) and n.score is not None)
     return {
         "campaign": campaign,
         "iterations": summary["iterations"],
@@ -75,6 +77,7 @@ def build_report(nodes: Sequence[Node], *, confidence: float = 0.0, campaign: st
         "score_spread": ledger.spread,
         "valid_children": valid,
         "valid_share": valid / len(children) if children else None,
+        "ranked_children": ranked,  # valid and through every gate: scored on the last stage
         "operators": summary["operators"],
         "fm_calls": summary["fm_calls"],
         "tokens": summary["tokens"],
@@ -103,7 +106,8 @@ def render(report: dict[str, Any]) -> str:
         out.append(f"gain over the seed: {report['gain_over_seed']:+.4f} (spread between evaluations of one program: "
                    f"{report['score_spread']:.4f})")
     share = report["valid_share"]
-    out.append(f"valid children: {report['valid_children']}" + (f" ({share:.0%})" if share is not None else ""))
+    out.append(f"valid children: {report['valid_children']}" + (f" ({share:.0%})" if share is not None else "")
+               + f", {report.get('ranked_children', 0)} through every gate")
     for name, y in sorted(report["operators"].items()):
         out.append(f"  {name}: {y['attempts']} attempts, {y['valid']} valid, {y['better_than_parent']} better than "
                    f"their parent, {y['better_than_seed']} better than the seed")

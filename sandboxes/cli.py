@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
+from . import scratch
 from .base import Limits, SandboxError, python_ro_paths
 
 LIMIT_EXIT_CODES = {"timeout": 124, "cpu": 123, "memory": 122, "pids": 121, "file_size": 120,
@@ -110,7 +109,7 @@ def exec_cmd(backend, trusted, memory, pids, cpu_seconds, cpus, file_size, timeo
     try:
         sb = make_sandbox(backend, trusted=trusted, **quota_opts)
         if workdir is None:
-            tmp = tempfile.mkdtemp(prefix="dgm-sandbox-exec-")
+            tmp = str(scratch.mkdtemp("exec-"))
             workdir = Path(tmp)
         else:
             workdir.mkdir(parents=True, exist_ok=True)

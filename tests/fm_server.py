@@ -49,6 +49,15 @@ class Status:
 
 
 @dataclass
+class Stall:
+    """A 200 answer that stops mid-body: the headers and the first ``sent`` bytes of ``then``'s
+    JSON go out, then nothing more until the server shuts down (a stream that stalls)."""
+
+    then: "Reply" = field(default_factory=lambda: Reply("stalled"))
+    sent: int = 40
+
+
+@dataclass
 class Garbage:
     """Raw bytes with status 200 (invalid JSON, a body without choices, ...)."""
 
@@ -56,7 +65,7 @@ class Garbage:
     content_type: str = "application/json"
 
 
-Step = Union[Reply, Delay, Status, Garbage]
+Step = Union[Reply, Delay, Status, Garbage, Stall]
 
 
 class ScriptedFMServer:
@@ -185,6 +194,16 @@ def _make_handler(server: ScriptedFMServer) -> type[BaseHTTPRequestHandler]:
                 self._send(step.code, step.body, step.headers)
             elif isinstance(step, Garbage):
                 self._send_bytes(200, step.raw, step.content_type, {})
+            elif isinstance(step, Stall):
+                data = json.dumps(server._completion_json(step.then)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: step.sent])
+                self.wfile.flush()
+                server._closing.wait()  # never the rest: the client's read deadline must fire
+                self.close_connection = True
             else:
                 raise TypeError(f"unknown step {step!r}")
 

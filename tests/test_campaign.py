@@ -17,7 +17,7 @@ from orchestrator.fm.client import FMClient
 from tests.campaign_helpers import (
     CHEAT, CRASH, GRID, LOOP, NAN, OVERLAP, SEED_CODE, SYNTAX, answer_once, rewrite, write_config,
 )
-from tests.fm_server import Delay, Garbage, Reply, ScriptedFMServer, Status
+from tests.fm_server import Delay, Garbage, Reply, ScriptedFMServer, Stall, Status
 
 
 @pytest.fixture(autouse=True)
@@ -153,6 +153,23 @@ def test_fm_timeouts_errors_and_garbage_become_failed_nodes(tmp_path):
     assert kinds == ["garbage", "http", "timeout"]
     assert sum(n.status == NodeStatus.ADMITTED for n in children) == 1
     assert stats.started == 4
+
+
+def test_an_answer_that_stalls_mid_body_is_a_timeout_and_the_campaign_resumes(tmp_path):
+    # the server sends the headers and 40 bytes of a good answer, then nothing: the read deadline
+    # ([fm] timeout_s) ends the attempt, which is recorded; the next answer is admitted
+    with ScriptedFMServer([Stall(Reply(rewrite(GRID)))], default=Reply(rewrite(GRID))) as srv:
+        stats = run_campaign(tmp_path, srv, iterations=2, timeout_s=1, workers=1)
+        assert stats.stop_reason == "reached 2 iterations"
+        with Archive.open(tmp_path / "run", readonly=True) as archive:
+            children = archive.nodes()[1:]
+            assert archive.check() == []
+        failed = [n for n in children if n.status == NodeStatus.FAILED]
+        assert len(failed) == 1 and "FM call failed (timeout)" in failed[0].error
+        assert [n.status for n in children if n is not failed[0]] == [NodeStatus.ADMITTED]
+        run_campaign(tmp_path, srv, iterations=3, timeout_s=1, workers=1)  # and it resumes past it
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        assert archive.count() == 4 and archive.check() == []
 
 
 def test_budget_stops_new_proposals_and_says_why(tmp_path):
@@ -291,9 +308,9 @@ DEEP_TREE = SEED_CODE.replace(
 
 
 def test_a_disk_hog_is_invalid_with_the_quota_and_a_deep_tree_is_cleaned_up(tmp_path):
-    import glob
+    from sandboxes import scratch
 
-    before = set(glob.glob("/tmp/dgm-work/*"))
+    before = set(scratch.root().iterdir())
     with ScriptedFMServer([Reply(rewrite(DISK_HOG)), Reply(rewrite(DEEP_TREE))]) as srv:
         stats = run_campaign(tmp_path, srv, iterations=2, workers=1,
                              extra="[sandbox]\ndisk = 60000000\ninodes = 20000\n")
@@ -302,4 +319,4 @@ def test_a_disk_hog_is_invalid_with_the_quota_and_a_deep_tree_is_cleaned_up(tmp_
         seed, hog, deep = archive.nodes()
     assert hog.status == NodeStatus.INVALID and "disk quota" in hog.error
     assert deep.status in (NodeStatus.ADMITTED, NodeStatus.REJECTED), deep.error  # its tree is removed, not fatal
-    assert set(glob.glob("/tmp/dgm-work/*")) <= before  # no stage directory is left on the host
+    assert set(scratch.root().iterdir()) <= before  # no stage directory is left on the host

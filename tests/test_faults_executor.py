@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -24,9 +23,10 @@ from orchestrator.campaign import Campaign
 from orchestrator.config import load_config
 from orchestrator.fm.client import FMClient
 from tests.campaign_helpers import GRID, answer_once, rewrite, wait_for, write_config
+from sandboxes import scratch
 from tests.fm_server import Reply, ScriptedFMServer
 
-WORKROOT = Path(tempfile.gettempdir()) / "dgm-work"  # evaluators.pipeline's stage directories
+WORKROOT = scratch.root()  # this process's scratch root: evaluators.pipeline's stage directories
 
 
 def slow_grid(marker: str, seconds: float = 30.0) -> str:

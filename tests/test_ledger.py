@@ -49,8 +49,9 @@ def test_incremental_totals_equal_a_ledger_built_from_the_final_nodes():
 
 def test_yield_counts_valid_children_against_parent_and_seed():
     ledger = Ledger([make(0, None, NodeStatus.ADMITTED, 0.5), make(1, 0, NodeStatus.ADMITTED, 0.7),
-                     make(2, 1, NodeStatus.REJECTED, 0.6), make(3, 1, NodeStatus.INVALID, error="x", response="r")])
-    assert ledger.summary()["operators"]["diff"] == {"attempts": 3, "valid": 2, "better_than_parent": 1, "better_than_seed": 2}
+                     make(2, 1, NodeStatus.REJECTED, 0.6), make(3, 1, NodeStatus.INVALID, error="x", response="r"),
+                     make(4, 1, NodeStatus.REJECTED)])  # stopped at a gate: valid, not scored
+    assert ledger.summary()["operators"]["diff"] == {"attempts": 4, "valid": 3, "better_than_parent": 1, "better_than_seed": 2}
     assert [n.id for n in ledger.failed_children(1)] == [3] and ledger.children == {0: 1}
 
 

@@ -16,11 +16,12 @@ import os
 import shutil
 import socket
 import socketserver
-import tempfile
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from sandboxes import scratch
 
 MAX_BODY = 1 << 20
 
@@ -69,7 +70,7 @@ class ProblemRelay:
     def __init__(self, upstream: Path | None, *, timeout_s: float = 900.0) -> None:
         self.upstream = str(upstream) if upstream is not None else None
         self.timeout_s = timeout_s
-        self.dir = Path(tempfile.mkdtemp(prefix="dgm-cr-", dir="/tmp"))  # short: sun_path holds 107 bytes
+        self.dir = scratch.mkdtemp("cr-")  # short: sun_path holds 107 bytes
         os.chmod(self.dir, 0o755)  # the sandbox's unprivileged uid connects
         self.path = self.dir / "fm.sock"
         self._lock = threading.Lock()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from orchestrator.fm.proxy import Budget, FMProxy
 from orchestrator.mutation.operators import Operator, Proposal, Sampling
 from orchestrator.mutation.parsing import ProposalInvalid, check_python
 from orchestrator.mutation.prompts import ProposalContext
+from sandboxes import scratch
 from sandboxes.fs import remove_tree
 
 #: what the improver may leave behind: files, total bytes (caches are ignored)
@@ -101,7 +101,7 @@ class SelfImproveOperator(Operator):
         proposal.target = manifest.self_improve
         tokens = self.limits.tokens if sampling.tokens_left is None else max(0, min(self.limits.tokens, sampling.tokens_left))
         budget = Budget(limit_calls=self.limits.calls, limit_tokens=tokens)
-        tmp = tempfile.mkdtemp(prefix="dgm-self-")
+        tmp = scratch.mkdtemp("self-")
         try:
             work, sock_dir = Path(tmp) / "work", Path(tmp) / "fm"
             agent = work / "agent"
