@@ -108,7 +108,8 @@ class EvaluationSection(_Section):
     use_gpu: bool = True  # lease one GPU per evaluation when the machine has any
     evals_per_gpu: int = Field(1, ge=1, le=64)
     # for evaluators whose candidates call the model while evaluated (fm_access): per evaluation
-    fm_calls: int = Field(400, gt=0, description="FM calls one evaluation may make; more are refused")
+    # 1000: the coding suite's full stage (164 problems, up to 3 calls each) fits
+    fm_calls: int = Field(1000, gt=0, description="FM calls one evaluation may make; more are refused")
     fm_tokens: int = Field(1_000_000, gt=0, description="FM tokens one evaluation may use; calls beyond are refused")
     # where evaluations run: threads on this machine, or Ray tasks (docs/ray.md)
     backend: Literal["local", "ray"] = "local"

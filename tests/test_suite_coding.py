@@ -374,3 +374,26 @@ def test_init_coding_gives_a_self_improving_campaign(tmp_path):
     manifest = load_manifest(cfg.campaign.seed_agent)
     assert manifest.entry == "coder.py" and manifest.self_improve == "improve.py"
     assert set(manifest.editable) == {"coder.py", "coder_tools.py"}
+
+
+def test_dgm_eval_serves_the_configured_model_to_a_coding_agent(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    monkeypatch.setenv("DGM_TEST_KEY", "k")
+    with ScriptedFMServer(responder=right_answers) as srv:
+        cfg = tmp_path / "campaign.toml"
+        cfg.write_text(f'[evaluator]\nname = "coding"\n[fm]\nprovider = "openai"\nmodel = "m"\nbase_url = "{srv.base_url}"\n'
+                       'api_key_env = "DGM_TEST_KEY"\n[evaluation]\nfm_calls = 50\n')
+        res = CliRunner().invoke(cli, ["eval", "--evaluator", "coding", str(SEED), "--stage", "smoke",
+                                       "--config", str(cfg), "--json"])
+        asked = len(srv.requests)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["complete"] and out["public_metrics"]["pass_at_1"] == 1.0  # every smoke problem solved
+    assert out["fm_usage"]["calls"] == asked >= 4 and out["fm_usage"]["refused"] == 0
+    # without a model the agent cannot answer, and says so
+    res = CliRunner().invoke(cli, ["eval", "--evaluator", "coding", str(SEED), "--stage", "smoke", "--no-fm", "--json"])
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["fm_usage"] == {} and out["public_metrics"]["pass_at_1"] == 0.0

@@ -59,22 +59,31 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--backend", default="auto", show_default=True, help="Sandbox backend.")
 @click.option("--trusted", is_flag=True, help="Allow the unisolated 'process' backend.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A campaign.toml whose [fm] and [evaluation] fm_calls/fm_tokens serve an evaluator "
+                   "whose candidates call the model (default: the embedded model, default budgets).")
+@click.option("--no-fm", is_flag=True, help="Serve no model, even to an evaluator whose candidates call one.")
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(name, agent_dir, stages, options, backend, trusted, seed, as_json) -> None:
+def eval_cmd(name, agent_dir, stages, options, backend, trusted, seed, config_path, no_fm, as_json) -> None:
     """Evaluate the agent in AGENT_DIR once and print its metrics.
 
-    Exit 1 when any stage found the candidate invalid or the evaluator broke; a candidate stopped by
-    a gate is valid (exit 0) but has no score (``complete: false``).
+    An evaluator whose candidates call the model while evaluated (``coding``) gets one through the
+    FM proxy, as in a campaign. Exit 1 when any stage found the candidate invalid or the evaluator
+    broke; a candidate stopped by a gate is valid (exit 0) but has no score (``complete: false``).
     """
     from evaluators.agent import AgentManifestError, load_manifest
     from sandboxes.factory import make_sandbox
 
     try:
         load_manifest(agent_dir)
-        evaluator = registry.create(name, dict(_option(o) for o in options))
+        opts = dict(_option(o) for o in options)
+        evaluator = registry.create(name, opts)
     except (AgentManifestError, registry.EvaluatorLoadError) as e:
         raise click.ClickException(str(e)) from None
-    result = evaluate(evaluator, agent_dir, make_sandbox(backend, trusted=trusted), seed=seed, stages=list(stages) or None)
+    if evaluator.fm_access and not no_fm:
+        result = _evaluate_with_fm(evaluator, name, opts, agent_dir, stages, backend, trusted, seed, config_path)
+    else:
+        result = evaluate(evaluator, agent_dir, make_sandbox(backend, trusted=trusted), seed=seed, stages=list(stages) or None)
     gated = result.gated
     if as_json:
         click.echo(json.dumps({
@@ -82,6 +91,7 @@ def eval_cmd(name, agent_dir, stages, options, backend, trusted, seed, as_json) 
             "gated": gated.stage if gated else None, "score": result.score,
             "public_metrics": result.public_metrics, "private_metrics": result.private_metrics,
             "stages": [s.to_record() for s in result.stages], "error": result.error, "feedback": result.feedback,
+            "fm_usage": result.fm_usage,
         }, indent=2))
     else:
         for s in result.stages:
@@ -94,7 +104,34 @@ def eval_cmd(name, agent_dir, stages, options, backend, trusted, seed, as_json) 
             click.echo(f"error: {result.error}")
         if result.feedback:  # every stage's words, later stages included
             click.echo(result.feedback)
+        if result.fm_usage:
+            u = result.fm_usage
+            click.echo(f"FM: {u['calls']} calls ({u['refused']} refused), "
+                       f"{u['prompt_tokens'] + u['completion_tokens']:,} tokens")
     sys.exit(0 if result.valid else 1)
+
+
+def _evaluate_with_fm(evaluator, name, opts, agent_dir: Path, stages, backend, trusted, seed, config_path):
+    """One evaluation as a campaign runs it (the executor's job, with an FM proxy for the
+    candidate), on the model that ``--config``'s [fm] names."""
+    from orchestrator.config import CampaignConfig, ConfigError, load_config
+    from orchestrator.executor import EvalJob, EvaluationEnvironment, SandboxSpec, run_job
+    from orchestrator.fm.providers import open_fm
+
+    try:
+        cfg = load_config(config_path) if config_path else CampaignConfig.model_validate({"evaluator": {"name": name}})
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    files = {str(p.relative_to(agent_dir)): p.read_bytes() for p in sorted(agent_dir.rglob("*"))
+             if p.is_file() and "__pycache__" not in p.parts}
+    job = EvalJob(0, files, name, opts, list(stages) or None, SandboxSpec(backend, trusted), seed,
+                  fm_calls=cfg.evaluation.fm_calls, fm_tokens=cfg.evaluation.fm_tokens)
+    with open_fm(cfg.fm, log=lambda m: click.echo(f"dgm: {m}", err=True)) as fm:
+        env = EvaluationEnvironment(fm=fm, evaluators={name: evaluator})
+        try:
+            return run_job(job, env)
+        finally:
+            env.close()
 
 
 def _option(text: str) -> tuple[str, object]:
