@@ -73,6 +73,7 @@ class PendingProposal:
     operator: str
     ctx: ProposalContext
     select_s: float
+    max_calls: int  # the most FM calls it may make (budgets count them as made while it runs)
     trial_gpu_s: list[float] = field(default_factory=lambda: [0.0])  # GPU-seconds of its trial evaluations (fit)
 
 
@@ -177,7 +178,7 @@ class Campaign:
             while True:
                 self._refresh(len(proposing), len(evaluating))
                 while self._may_propose(proposing, evaluating, target):
-                    fut, pending = self._submit_proposal(fm_pool)
+                    fut, pending = self._submit_proposal(fm_pool, self._calls_in_flight(proposing))
                     if fut.done():  # no FM call: record it now, so the next draw knows its program
                         self._evaluate(self._record_proposal(fut, pending), evaluating)
                     else:
@@ -200,11 +201,13 @@ class Campaign:
             return False
         if self.stats.started >= target:
             return False
-        in_flight = sum(self.operators[p.operator].calls_fm for p in proposing.values())  # calls made, not yet counted
-        reason = exhausted(self._usage(in_flight=in_flight), self.cfg.budget)
+        # calls in flight count as made, at the most each attempt may make (a repair turn, an improver
+        # run's calls), so a budget is never overshot
+        reason = exhausted(self._usage(in_flight=self._calls_in_flight(proposing)), self.cfg.budget)
         if reason:
-            self.stats.stop_reason = reason
-            return False
+            if not proposing:  # what is spent, spent: stop
+                self.stats.stop_reason = reason
+            return False  # else wait: the attempts in flight may make fewer calls than they could
         # keep the FM busy, but do not queue more evaluations than workers can take
         return len(proposing) < self.cfg.fm.concurrency and len(evaluating) <= self.cfg.evaluation.workers
 
@@ -267,14 +270,22 @@ class Campaign:
 
     # ---- proposals --------------------------------------------------------------------
 
-    def _submit_proposal(self, pool: ThreadPoolExecutor) -> tuple[Future, PendingProposal]:
+    @staticmethod
+    def _calls_in_flight(proposing: dict) -> int:
+        """FM calls the attempts in flight may still make, counted as made (a budget is never overshot)."""
+        return sum(p.max_calls for p in proposing.values())
+
+    def _submit_proposal(self, pool: ThreadPoolExecutor, in_flight: int = 0) -> tuple[Future, PendingProposal]:
         t0 = time.perf_counter()
         name, parent = self._draw()
         op = self.operators[name]
         ctx = self.context.build(parent, self.rng)
+        limit = self.cfg.budget.max_fm_calls
+        calls_left = None if limit is None else max(1, limit - self.ledger.usage.fm_calls - in_flight)
         sampling = Sampling(
             self.cfg.fm.sample_temperature(self.rng), self.rng.randrange(2**31), self.cfg.fm.max_tokens,
             tokens_left=None if self.cfg.budget.max_tokens is None else self._tokens_left(self.cfg.budget.max_tokens),
+            calls_left=calls_left,
         )
         trial_gpu_s = [0.0]
         ctx.evaluate = self._trial_evaluator(parent.id, trial_gpu_s)
@@ -287,7 +298,8 @@ class Campaign:
                 fut.set_result(_timed(op.propose, ctx, self.fm, sampling))
             except Exception as e:  # recorded as a failed attempt, like an FM error
                 fut.set_exception(e)
-        return fut, PendingProposal(parent.id, name, ctx, time.perf_counter() - t0, trial_gpu_s)
+        max_calls = op.max_calls if calls_left is None else min(op.max_calls, calls_left)
+        return fut, PendingProposal(parent.id, name, ctx, time.perf_counter() - t0, max_calls, trial_gpu_s)
 
     def _trial_evaluator(self, parent_id: int, gpu_s: list[float]) -> Callable[[dict[str, str]], Future]:
         """For operators that search by evaluating (``fit``): a trial program (the parent with some

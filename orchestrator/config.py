@@ -64,6 +64,9 @@ class MutationSection(_Section):
     inspiration_chars: int = Field(3000, ge=0, description="longest program shown as an inspiration")
     failures_shown: int = Field(2, ge=0, le=10)
     rewrite_below_lines: int = Field(30, ge=0, description="diff asks for the whole file when it is shorter")
+    # an unusable answer (no edit, no match, does not compile, undefined name, no change) goes back
+    # to the model with the reason this many times, within the same attempt
+    repairs: int = Field(1, ge=0, le=5, description="follow-up turns after an unusable FM answer")
     # one idea per prompt, drawn from the evaluator's ideas plus these, with this probability
     ideas: list[str] = Field(default_factory=list)
     idea_share: float = Field(0.5, ge=0, le=1)

@@ -55,7 +55,10 @@ def distinct_grids(why: str = "Use a 5x5 grid.", delay: float = 0.0, **usage):
 
 
 def config_text(base_url: str, *, iterations: int, operators: str = "{ rewrite = 1.0 }", extra: str = "",
-                timeout_s: float = 10, eval_timeout_s: float = 3, workers: int = 2, max_retries: int = 0) -> str:
+                timeout_s: float = 10, eval_timeout_s: float = 3, workers: int = 2, max_retries: int = 0,
+                repairs: int = 0) -> str:
+    """A campaign on circle packing and a scripted model. ``repairs`` is 0 unless a test asks: a
+    scripted answer then makes exactly one node."""
     return f"""
 [campaign]
 name = "test"
@@ -78,6 +81,7 @@ prices = {{ prompt_per_mtok = 1.0, completion_per_mtok = 2.0 }}
 
 [mutation]
 operators = {operators}
+repairs = {repairs}
 
 [evaluation]
 workers = {workers}

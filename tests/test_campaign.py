@@ -172,6 +172,47 @@ def test_an_answer_that_stalls_mid_body_is_a_timeout_and_the_campaign_resumes(tm
         assert archive.count() == 4 and archive.check() == []
 
 
+UNDEFINED = GRID.replace("radii.append(0.04)", "radii.append(small_radius)")
+
+
+def test_an_unusable_answer_goes_back_with_the_reason_and_the_repair_is_the_child(tmp_path):
+    script = [Reply(rewrite(UNDEFINED), 100, 30), Reply(rewrite(GRID, "Fixed."), 200, 40)]
+    with ScriptedFMServer(script, default=Reply("no idea", 10, 5)) as srv:
+        run_campaign(tmp_path, srv, iterations=1, workers=1, repairs=1)
+        requests = srv.requests
+    assert len(requests) == 2
+    first, repair = requests
+    assert repair["messages"][:-2] == first["messages"]  # the same conversation, continued
+    assert repair["messages"][-2] == {"role": "assistant", "content": rewrite(UNDEFINED)}
+    assert repair["messages"][-1]["content"].startswith(
+        "Your answer could not be used: packing.py uses a name that is defined nowhere: 'small_radius' (line ")
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        child = archive.get(1)
+        assert child.status == NodeStatus.ADMITTED and child.response == rewrite(GRID, "Fixed.")
+        assert "Your answer could not be used" in child.prompt  # the whole conversation is kept
+        assert child.timings["fm_calls"] == 2.0 and (child.prompt_tokens, child.completion_tokens) == (300, 70)
+        assert _summary(archive)["fm_calls"] == 2
+
+
+def test_without_repairs_the_unusable_answer_is_the_invalid_child(tmp_path):
+    with ScriptedFMServer([Reply(rewrite(UNDEFINED))], default=Reply(rewrite(GRID))) as srv:
+        run_campaign(tmp_path, srv, iterations=1, workers=1, repairs=0)
+        assert len(srv.requests) == 1
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        child = archive.get(1)
+    assert child.status == NodeStatus.INVALID and "defined nowhere: 'small_radius'" in child.error
+
+
+def test_repairs_never_take_the_calls_past_the_budget(tmp_path):
+    # every answer is unusable, so each attempt would make two calls; the budget allows 5
+    with ScriptedFMServer([], default=Reply(rewrite(UNDEFINED), 10, 10)) as srv:
+        stats = run_campaign(tmp_path, srv, iterations=10, repairs=1, extra="[budget]\nmax_fm_calls = 5\n")
+        calls = len(srv.requests)
+    assert calls == 5 and "max_fm_calls = 5" in stats.stop_reason
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        assert _summary(archive)["fm_calls"] == 5
+
+
 def test_budget_stops_new_proposals_and_says_why(tmp_path):
     with ScriptedFMServer([], default=Reply(rewrite(GRID), prompt_tokens=10, completion_tokens=10)) as srv:
         stats = run_campaign(tmp_path, srv, iterations=10, extra="[budget]\nmax_fm_calls = 3\n")

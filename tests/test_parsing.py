@@ -184,15 +184,17 @@ def test_indented_function_blocks_are_dedented_before_merging():
 
 
 class _OneAnswerFM:
-    """Records the prompt and answers with a fixed text (the operator's FM seam, without HTTP)."""
+    """Records the first prompt and answers every call with a fixed text (the operator's FM seam,
+    without HTTP); ``calls`` counts them (an unusable answer gets a repair turn)."""
 
     def __init__(self, answer: str):
-        self.answer, self.messages = answer, None
+        self.answer, self.messages, self.calls = answer, None, 0
 
     def complete(self, messages, **_):
         from orchestrator.fm.client import Completion
 
-        self.messages = messages
+        self.calls += 1
+        self.messages = self.messages or messages
         return Completion(self.answer, "m", 1, 1, 0.0, 0.0, 1, "stop")
 
 

@@ -90,7 +90,7 @@ class FitOperator(Operator):
     """CMA-ES over a parent's float constants, each generation evaluated by the executor."""
 
     name = "fit"
-    calls_fm = False
+    max_calls = 0
 
     def __init__(self, evaluations: int = 16, sigma: float = 0.05) -> None:
         self.evaluations, self.sigma = evaluations, sigma

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.events import NodeEvent
+from orchestrator.fm.client import FMError
 from orchestrator.mutation.parsing import (
     ProposalInvalid,
     any_edit,
@@ -42,6 +43,34 @@ class Sampling:
     seed: int
     max_tokens: int
     tokens_left: int | None = None  # what the campaign's token budget has left (None: no limit)
+    calls_left: int | None = None  # FM calls this attempt may make within the campaign's budget
+
+
+@dataclass
+class AttemptUsage:
+    """The FM use of an attempt of several calls (a repair turn, an improver run), in the shape
+    the loop records for one :class:`~orchestrator.fm.client.Completion`."""
+
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    calls: int = 0
+    refused: int = 0
+
+    @classmethod
+    def of(cls, completions: list[Any], failed: int = 0) -> "AttemptUsage":
+        """The sum of some calls' completions, and ``failed`` calls that returned none."""
+        return cls(completions[-1].model, sum(c.prompt_tokens for c in completions),
+                   sum(c.completion_tokens for c in completions), sum(c.cost_usd for c in completions),
+                   sum(c.latency_s for c in completions), len(completions) + failed)
+
+
+#: the follow-up turn after an answer that could not be used: execution feedback is what small
+#: models improve on, and one more call is cheaper than a new attempt from scratch
+REPAIR = """Your answer could not be used: {error}
+Answer again, in the form asked above, with that fixed."""
 
 
 @dataclass
@@ -66,14 +95,14 @@ class Operator(abc.ABC):
 
     The loop draws an operator by weight, picks a parent it ``can_work_from`` (for a ``selective``
     operator only; the others work from any admitted node), builds a :class:`ProposalContext` and
-    calls ``propose`` (on the FM pool when ``calls_fm``, inline otherwise). An operator with state
+    calls ``propose`` (on the proposal pool, or on the loop's thread when ``inline``). An operator with state
     of its own learns it in ``observe``, which the loop calls for every node it records (and for
     every node read back on resume, in id order), always on the loop's thread.
     """
 
     name: str
-    #: False for operators that write children without a model (budgets count FM calls)
-    calls_fm: bool = True
+    #: the most FM calls one attempt makes (0: none); budgets count calls in flight by it
+    max_calls: int = 1
     #: True for an instant operator: it runs on the loop's thread, so the next draw already knows
     #: its program; the others run on the proposal pool
     inline: bool = False
@@ -98,9 +127,23 @@ class Operator(abc.ABC):
 
 
 class FMOperator(Operator):
-    """Ask the FM for an edit of ``ctx.target`` and parse it into the file's new text."""
+    """Ask the FM for an edit of ``ctx.target`` and parse it into the file's new text. An answer
+    that cannot be used (no edit found, a SEARCH part that matches nothing, code that does not
+    compile or names something undefined, no change) is sent back with the reason, up to
+    ``repairs`` times (``[mutation] repairs``), within one attempt."""
 
     instructions: str
+    repairs: int = 1
+
+    @property
+    def max_calls(self) -> int:  # type: ignore[override]
+        return 1 + self.repairs
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "FMOperator":
+        op = cls()
+        op.repairs = cfg.mutation.repairs
+        return op
 
     def instructions_for(self, ctx: ProposalContext, sampling: Sampling) -> str:
         """The closing request of the prompt; ``{target}`` is filled in by the prompt builder."""
@@ -108,23 +151,48 @@ class FMOperator(Operator):
 
     def propose(self, ctx: ProposalContext, fm: Any, sampling: Sampling) -> Proposal:
         messages = build_messages(ctx, self.instructions_for(ctx, sampling))
-        completion = fm.complete(
-            messages, temperature=sampling.temperature, seed=sampling.seed, max_tokens=sampling.max_tokens,
-            node_tag=f"parent-{ctx.parent_id}",
-        )
-        proposal = Proposal(self.name, ctx.target, None, prompt=render(messages), response=completion.text, completion=completion)
-        proposal.summary = summarise(completion.text)
         old = ctx.files[ctx.target]
-        try:
-            new = self.apply(old, completion.text)
-            if new.strip() == old.strip():
-                raise ProposalInvalid("the proposal is identical to the parent")
-            check_python(ctx.target, new)
-        except ProposalInvalid as e:
-            proposal.error = str(e)
-            return proposal
-        proposal.files = {ctx.target: new}
+        completions: list[Any] = []
+        failed = 0
+        calls = 1 + self.repairs if sampling.calls_left is None else min(1 + self.repairs, sampling.calls_left)
+        while True:
+            try:
+                completion = fm.complete(
+                    messages, temperature=sampling.temperature, seed=sampling.seed + len(completions),
+                    max_tokens=sampling.max_tokens, node_tag=f"parent-{ctx.parent_id}",
+                )
+            except FMError:
+                if not completions:
+                    raise  # the attempt failed; the loop records it
+                messages, failed = messages[:-2], 1  # a repair call that failed (too long for the
+                break  # context, a timeout): the previous answer's verdict stands
+            completions.append(completion)
+            try:
+                new, error = self.checked(old, completion.text, ctx.target), ""
+            except ProposalInvalid as e:
+                new, error = None, str(e)
+            spent = sum(c.prompt_tokens + c.completion_tokens for c in completions)
+            if new is not None or len(completions) >= calls or (
+                    sampling.tokens_left is not None and spent >= sampling.tokens_left):
+                break
+            messages = messages + [{"role": "assistant", "content": completion.text},
+                                   {"role": "user", "content": REPAIR.format(error=error)}]
+        proposal = Proposal(self.name, ctx.target, None, prompt=render(messages), response=completion.text,
+                            completion=completion if len(completions) + failed == 1 else AttemptUsage.of(completions, failed))
+        proposal.summary = summarise(completion.text)
+        if new is None:
+            proposal.error = error
+        else:
+            proposal.files = {ctx.target: new}
         return proposal
+
+    def checked(self, old: str, answer: str, target: str) -> str:
+        """The file's new text from ``answer``; ProposalInvalid says why there is none."""
+        new = self.apply(old, answer)
+        if new.strip() == old.strip():
+            raise ProposalInvalid("the proposal is identical to the parent")
+        check_python(target, new)
+        return new
 
     @abc.abstractmethod
     def apply(self, old: str, answer: str) -> str: ...
@@ -139,7 +207,7 @@ class DiffOperator(FMOperator):
 
     @classmethod
     def from_config(cls, cfg: Any) -> "DiffOperator":
-        op = cls()
+        op = super().from_config(cfg)
         op.rewrite_below_lines = cfg.mutation.rewrite_below_lines
         return op
 
@@ -164,7 +232,9 @@ class TweakOperator(DiffOperator):
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TweakOperator":
-        return cls()
+        op = cls()
+        op.repairs = cfg.mutation.repairs
+        return op
 
 
 class RewriteOperator(FMOperator):

@@ -306,12 +306,26 @@ def any_edit(old: str, answer: str) -> str:
 
 
 def check_python(path: str, source: str) -> None:
-    """Reject code that does not even compile before spending an evaluation on it."""
+    """Reject code that does not compile, or that uses a name defined nowhere (a NameError once
+    it runs: the commonest slip of a small model), before spending an evaluation on it."""
     if not path.endswith(".py"):
         return
     try:
-        compile(source, path, "exec")
+        tree = compile(source, path, "exec", ast.PyCF_ONLY_AST)
+        compile(tree, path, "exec")
     except SyntaxError as e:
         raise ProposalInvalid(f"{path} does not compile: {e.msg} (line {e.lineno})") from None
     except ValueError as e:  # e.g. null bytes
         raise ProposalInvalid(f"{path} does not compile: {e}") from None
+    undefined = _undefined_names(tree, path)
+    if undefined:
+        shown = ", ".join(f"{name!r} (line {line})" for name, line in undefined[:3])
+        raise ProposalInvalid(f"{path} uses a name that is defined nowhere: {shown}")
+
+
+def _undefined_names(tree: ast.AST, path: str) -> list[tuple[str, int]]:
+    """pyflakes' undefined names (not those a star import or ``__all__`` may explain)."""
+    from pyflakes import checker, messages
+
+    found = checker.Checker(tree, filename=path)
+    return [(m.message_args[0], m.lineno) for m in found.messages if type(m) is messages.UndefinedName]

@@ -25,13 +25,12 @@ import json
 import os
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evaluators.agent import MANIFEST, AgentManifestError, parse_manifest
 from orchestrator.fm.proxy import Budget, FMProxy
-from orchestrator.mutation.operators import Operator, Proposal, Sampling
+from orchestrator.mutation.operators import AttemptUsage, Operator, Proposal, Sampling
 from orchestrator.mutation.parsing import ProposalInvalid, check_python
 from orchestrator.mutation.prompts import ProposalContext
 from sandboxes import scratch
@@ -44,28 +43,15 @@ IGNORED = {"__pycache__", ".pytest_cache", ".git"}
 OUTPUT_TAIL = 4000
 
 
-@dataclass
-class ImproverUsage:
-    """The FM use of one improver run, in the shape the loop records for any proposal."""
-
-    model: str = ""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    latency_s: float = 0.0
-    calls: int = 0
-    refused: int = 0
-
-
 class SelfImproveOperator(Operator):
     name = "self"
-    calls_fm = True  # it runs on the FM pool: an improver run takes as long as its model calls
 
     def __init__(self, limits: Any = None, sandbox_backend: str = "auto", trusted: bool = False,
                  quota: dict | None = None) -> None:
         from orchestrator.config import ImproverLimits
 
         self.limits = limits or ImproverLimits()
+        self.max_calls = self.limits.calls  # an improver run may make this many model calls
         self.sandbox_backend, self.trusted = sandbox_backend, trusted
         self.quota = quota or {}  # disk / inodes of the improver's work directory
         self._sandbox = None
@@ -100,7 +86,8 @@ class SelfImproveOperator(Operator):
             return proposal
         proposal.target = manifest.self_improve
         tokens = self.limits.tokens if sampling.tokens_left is None else max(0, min(self.limits.tokens, sampling.tokens_left))
-        budget = Budget(limit_calls=self.limits.calls, limit_tokens=tokens)
+        calls = self.limits.calls if sampling.calls_left is None else min(self.limits.calls, sampling.calls_left)
+        budget = Budget(limit_calls=calls, limit_tokens=tokens)
         tmp = scratch.mkdtemp("self-")
         try:
             work, sock_dir = Path(tmp) / "work", Path(tmp) / "fm"
@@ -149,13 +136,13 @@ class SelfImproveOperator(Operator):
         return self.sandbox().run(argv, work, limits, env=env, ro_paths=[*python_ro_paths(), sock_dir])
 
     @staticmethod
-    def _usage(proxy: FMProxy, fm: Any) -> ImproverUsage:
+    def _usage(proxy: FMProxy, fm: Any) -> AttemptUsage:
         t = proxy.totals()
-        return ImproverUsage(getattr(fm, "model", "") if t.calls else "", t.prompt_tokens, t.completion_tokens,
+        return AttemptUsage(getattr(fm, "model", "") if t.calls else "", t.prompt_tokens, t.completion_tokens,
                              t.cost_usd, 0.0, t.calls, proxy.refused)
 
     @staticmethod
-    def _accept(ctx: ProposalContext, child: dict[str, bytes], proposal: Proposal, usage: ImproverUsage) -> None:
+    def _accept(ctx: ProposalContext, child: dict[str, bytes], proposal: Proposal, usage: AttemptUsage) -> None:
         """Make the proposal valid when the child is a usable agent that differs from its parent."""
         if child == ctx.tree:
             proposal.error = "the improver left the tree unchanged"
