@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,16 +58,24 @@ def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep:
     cfg.campaign.random_seed = seed
     if operators:
         cfg.mutation.operators = json.loads(operators)
+    commit = _commit()  # the code the campaign runs (read at its start)
     t0 = time.monotonic()
     with open_fm(cfg.fm, log=lambda m: print(f"dgm: {m}", flush=True)) as fm:
         Campaign(cfg, root / "camp" / "run", fm, on_update=_progress).run(iterations)
     wall = time.monotonic() - t0
     report = report_of(root / "camp" / "run", cfg.admission.confidence, suite)
     return {
-        "suite": suite, "random_seed": seed, "iterations": iterations, "operators": cfg.mutation.operators,
+        "suite": suite, "random_seed": seed, "iterations": iterations, "mix": cfg.mutation.operators, "commit": commit,
         "stages": cfg.evaluator.stages, "wall_s": round(wall, 1), "run_dir": str(root / "camp" / "run") if keep else None,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **report,
     }
+
+
+def _commit() -> str:
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    return head + ("+uncommitted" if dirty else "")
 
 
 def report_of(run_dir: Path, confidence: float, suite: str) -> dict:
@@ -98,7 +107,7 @@ def _progress(stats) -> None:
 def summary(entries: list[dict]) -> dict:
     groups: dict[str, list[dict]] = {}
     for e in entries:
-        groups.setdefault(f"{e['suite']} {json.dumps(e['operators'], sort_keys=True)}", []).append(e)
+        groups.setdefault(f"{e['suite']} {json.dumps(e.get('mix'), sort_keys=True)}", []).append(e)
     out = {}
     for key, es in groups.items():
         shares = [e["valid_share"] for e in es if e["valid_share"] is not None]
@@ -138,6 +147,7 @@ def main() -> None:
         RESULTS.write_text(json.dumps(entries, indent=1, default=str) + "\n")
         return
     entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep)
+    entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []  # as it is now, after the campaign
     entries.append(entry)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(entries, indent=1, default=str) + "\n")
