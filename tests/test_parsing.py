@@ -1,7 +1,15 @@
 import pytest
 
 from orchestrator.mutation.operators import summarise
-from orchestrator.mutation.parsing import ProposalInvalid, apply_edits, check_python, parse_diff, parse_rewrite
+from orchestrator.mutation.parsing import (
+    ProposalInvalid,
+    apply_edits,
+    check_python,
+    code_blocks,
+    merge_definitions,
+    parse_diff,
+    parse_rewrite,
+)
 
 SRC = "def f(x):\n    y = x + 1\n    return y\n\n\ndef g():\n    return 2\n"
 
@@ -310,3 +318,48 @@ def test_the_edit_example_is_a_real_line_of_the_program_with_one_number_changed(
     assert search == "    r = 0.25 * x" and replace == "    r = 0.275 * x"
     assert any_edit(code, example) == code.replace("0.25", "0.275")  # copied as is, it still applies
     assert edit_example("def f():\n    return 1\n", seed=1) == ""  # no number to show: no example
+
+
+CLASS_SRC = '''import torch
+
+
+class Strategy:
+    def __init__(self, n):
+        self.n = n
+
+    def observe(self, x):
+        return x + 1
+
+    def predict(self, x):
+        return x
+'''
+
+
+def test_a_method_written_on_its_own_replaces_the_method_of_its_class():
+    # the small model's habit: the method copied out of its class, "original" then "modified"
+    answer = ("```python\n# Original code\ndef observe(self, x):\n    return x + 1\n\n"
+              "# Modified code\ndef observe(self, x):\n    y = x * 2\n    return y + 1\n```")
+    new = merge_definitions(CLASS_SRC, code_blocks(answer))
+    assert "    def observe(self, x):\n        y = x * 2\n        return y + 1\n" in new  # re-indented, the last one counts
+    assert new.count("def observe") == 1 and "def predict(self, x):\n        return x" in new
+    compile(new, "s.py", "exec")
+
+
+def test_a_class_with_some_of_its_methods_changes_only_those_and_adds_new_ones():
+    answer = ("```python\nclass Strategy:\n    def predict(self, x):\n        return -x\n\n"
+              "    def after_task(self, t):\n        pass\n```")
+    new = merge_definitions(CLASS_SRC, code_blocks(answer))
+    assert "def __init__(self, n):" in new and "return x + 1" in new  # the other methods stay
+    assert "    def predict(self, x):\n        return -x" in new
+    assert new.rstrip().endswith("    def after_task(self, t):\n        pass")  # added to the class
+    ns: dict = {}
+    exec(compile(new.replace("import torch", ""), "s.py", "exec"), ns)
+    s = ns["Strategy"](3)
+    assert s.predict(2) == -2 and s.observe(1) == 2 and hasattr(s, "after_task")
+
+
+def test_a_whole_class_still_replaces_the_class():
+    answer = ("```python\nclass Strategy:\n    def __init__(self, n):\n        self.n = 2 * n\n\n"
+              "    def observe(self, x):\n        return x\n\n    def predict(self, x):\n        return x\n```")
+    new = merge_definitions(CLASS_SRC, code_blocks(answer))
+    assert "self.n = 2 * n" in new and "return x + 1" not in new

@@ -148,17 +148,35 @@ def _span(node: ast.stmt) -> tuple[int, int]:
     return start, node.end_lineno or node.lineno
 
 
-def merge_definitions(old: str, blocks: list[str]) -> str:
-    """Replace the parent's top-level functions/classes by the same-named ones in ``blocks``.
+FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
-    Small models often answer with a few rewritten functions instead of a diff or a whole file.
-    New definitions are appended, new imports added to the top; other statements are ignored.
+
+def merge_definitions(old: str, blocks: list[str]) -> str:
+    """Replace the parent's functions, classes and methods by the same-named ones in ``blocks``.
+
+    Small models often answer with a few rewritten functions instead of a diff or a whole file, and
+    often write a method on its own, without its class, or a class with only the methods they
+    changed. So a definition replaces, by name: a top-level function or class; else a method (of
+    one class only) of that name, re-indented. A class that lacks some of the parent class's
+    methods changes only the methods it holds (new ones are added to the class). When a block
+    defines one name twice ("original", then "modified"), the last one counts. New top-level
+    definitions are appended, new imports added to the top; other statements are ignored.
     """
     tree = ast.parse(old)
     old_defs = {n.name: n for n in tree.body if isinstance(n, DEFS)}
-    replace: dict[str, str] = {}
+    methods: dict[str, list[ast.stmt]] = {}
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        for m in cls.body:
+            if isinstance(m, FUNCS):
+                methods.setdefault(m.name, []).append(m)
+    spans: dict[tuple[int, int], str] = {}  # old lines (1-based, inclusive) → their new text
+    added: dict[str, list[str]] = {}  # class name → methods to add at its end
     appended: list[str] = []
     imports: list[str] = []
+
+    def replace_method(target: ast.stmt, text: str) -> None:
+        spans[_span(target)] = textwrap.indent(textwrap.dedent(text), " " * target.col_offset)
+
     for block in blocks:
         block = textwrap.dedent(block)  # snippets copied from inside a function come indented
         try:
@@ -166,23 +184,48 @@ def merge_definitions(old: str, blocks: list[str]) -> str:
         except SyntaxError as e:
             raise ProposalInvalid(f"a code block does not compile: {e.msg} (line {e.lineno})") from None
         lines = block.split("\n")
+
+        def text_of(node: ast.stmt) -> str:
+            a, b = _span(node)
+            return "\n".join(lines[a - 1 : b])
+
         for node in parsed.body:
-            start, end = _span(node)
-            text = "\n".join(lines[start - 1 : end])
-            if isinstance(node, DEFS):
-                if node.name in old_defs:
-                    replace[node.name] = text
-                elif text not in appended:
+            text = text_of(node)
+            target = old_defs.get(node.name) if isinstance(node, DEFS) else None
+            if isinstance(node, ast.ClassDef) and isinstance(target, ast.ClassDef):
+                mine = {m.name: m for m in target.body if isinstance(m, FUNCS)}
+                theirs = [m for m in node.body if isinstance(m, FUNCS)]
+                if set(mine) - {m.name for m in theirs}:  # a partial class: its methods only
+                    for m in theirs:
+                        if m.name in mine:
+                            replace_method(mine[m.name], text_of(m))
+                        else:
+                            added.setdefault(node.name, []).append(text_of(m))
+                    continue
+            if target is not None:
+                spans[_span(target)] = text
+            elif isinstance(node, FUNCS) and len(methods.get(node.name, [])) == 1:
+                replace_method(methods[node.name][0], text)
+            elif isinstance(node, DEFS):
+                if text not in appended:
                     appended.append(text)
             elif isinstance(node, (ast.Import, ast.ImportFrom)) and text not in old and text not in imports:
                 imports.append(text)
-    if not replace:
+    if not spans and not added:
         raise ProposalInvalid("the code blocks redefine none of the program's functions")
     out = old.split("\n")
-    for name, node in sorted(old_defs.items(), key=lambda kv: -kv[1].lineno):
-        if name in replace:
-            start, end = _span(node)
-            out[start - 1 : end] = replace[name].split("\n")
+    for name, new_methods in added.items():  # after the class's last line (bottom-up below keeps lines right)
+        cls = old_defs[name]
+        indent = next((m.col_offset for m in cls.body if isinstance(m, FUNCS)), cls.col_offset + 4)
+        body = "\n\n".join(textwrap.indent(textwrap.dedent(t), " " * indent) for t in new_methods)
+        end = _span(cls)[1]
+        spans[(end + 1, end)] = "\n" + body  # an insertion: an empty span after the class
+    # a method inside a class the answer also replaces whole goes with the class
+    # (an insertion is an empty span, first line after last)
+    spans = {(a, b): t for (a, b), t in spans.items()
+             if a > b or not any(a2 <= a and b <= b2 and a2 <= b2 and (a2, b2) != (a, b) for a2, b2 in spans)}
+    for (a, b), text in sorted(spans.items(), key=lambda kv: -kv[0][0]):
+        out[a - 1 : b] = text.split("\n")
     if imports:
         anchor = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
         at = anchor[-1].end_lineno if anchor else (_span(tree.body[0])[1] if tree.body and _is_docstring(tree.body[0]) else 0)

@@ -1,26 +1,17 @@
-"""Experience replay with a reservoir buffer (Chaudhry et al. 2019; Mammoth's ``er``).
-
-The harness builds a fixed MLP (64-100-100-10) and, for each of 5 tasks, calls
-``before_task(t)``, then ``observe(x, y, t)`` for a fixed number of iterations (one mini-batch each),
-then ``after_task(t)``. Every few iterations it calls ``predict(x, task_id)`` on test inputs and
-scores the argmax outside the sandbox. ``task_id`` is None at test time in class- and
-domain-incremental streams (``budget.scenario`` is "class_il" or "domain_il") and the task's index
-in task-incremental ones, where logits are masked to the task's classes.
-
-``budget`` fields: buffer_size (examples you may keep), batch_size, iterations (per task),
-passes (rows the model may process per task: passes x iterations x batch_size), param_copies
-(parameter-shaped tensors you may keep, in model sizes), lr (a sensible SGD rate), num_tasks,
-num_classes, input_dim, scenario, task_id_at_test, device, seed.
-The harness measures what you hold after each task; exceeding a budget makes the candidate invalid.
-"""
+"""Experience replay with a reservoir buffer (Chaudhry et al. 2019; Mammoth's ``er``): every
+mini-batch is trained together with as many rows drawn from a buffer filled by reservoir sampling.
+The harness's contract (the methods, ``budget``, the streams) is in the task."""
 import torch
 import torch.nn.functional as F
+
+LR_SCALE = 1.0  # the SGD rate, as a multiple of budget.lr
+REPLAY_RATIO = 1.0  # rows replayed from the buffer per new row of a mini-batch
 
 
 class Strategy:
     def __init__(self, model, num_classes, budget):
         self.model = model
-        self.opt = torch.optim.SGD(model.parameters(), lr=budget.lr)
+        self.opt = torch.optim.SGD(model.parameters(), lr=budget.lr * LR_SCALE)
         self.size = budget.buffer_size
         self.device = budget.device
         self.buf_x = torch.zeros(self.size, budget.input_dim, device=self.device)
@@ -36,7 +27,7 @@ class Strategy:
         self.model.train()
         inputs, labels = x, y
         if self.filled > 0:
-            idx = torch.randint(self.filled, (len(y),), generator=self.gen).to(self.device)
+            idx = torch.randint(self.filled, (max(1, round(REPLAY_RATIO * len(y))),), generator=self.gen).to(self.device)
             inputs = torch.cat([x, self.buf_x[idx]])
             labels = torch.cat([y, self.buf_y[idx]])
         loss = F.cross_entropy(self.model(inputs), labels)
