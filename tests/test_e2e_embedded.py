@@ -24,15 +24,18 @@ def test_three_iterations_on_the_embedded_model(tmp_path):
         assert archive.check() == []
         children = archive.nodes()[1:]
     assert len(children) == 3
+    answered = [n for n in children if n.operator != "fit"]  # fit (in the default mix) calls no model
+    assert answered
     for node in children:
         assert node.status.finished
+        if node.status in (NodeStatus.INVALID, NodeStatus.REJECTED, NodeStatus.FAILED):
+            assert node.error  # every failure carries its reason in words
+    for node in answered:
         assert node.fm_model  # the real model answered (or the failure is recorded)
         if node.status != NodeStatus.FAILED:
             assert node.response and node.completion_tokens > 0 and node.prompt_tokens > 100
-        if node.status in (NodeStatus.INVALID, NodeStatus.REJECTED, NodeStatus.FAILED):
-            assert node.error  # every failure carries its reason in words
-    # each call used its own sampling seed: the three answers are not all the same
-    assert len({n.response for n in children}) > 1
+    # each call used its own sampling seed: the answers are not all the same
+    assert len(answered) == 1 or len({n.response for n in answered}) > 1
 
 
 def test_one_self_step_on_the_embedded_model(tmp_path):

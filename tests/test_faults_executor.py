@@ -26,7 +26,9 @@ from tests.campaign_helpers import GRID, answer_once, rewrite, wait_for, write_c
 from sandboxes import scratch
 from tests.fm_server import Reply, ScriptedFMServer
 
-WORKROOT = scratch.root()  # this process's scratch root: evaluators.pipeline's stage directories
+# evaluators.pipeline's stage directories live in the scratch root of the process that evaluates
+# (this one, or a Ray worker): every root is searched
+TMP = scratch.root().parent
 
 
 def slow_grid(marker: str, seconds: float = 30.0) -> str:
@@ -39,9 +41,9 @@ def slow_grid(marker: str, seconds: float = 30.0) -> str:
 
 def marked_dir(marker: str) -> Path | None:
     """The work directory of the running candidate that wrote ``marker``, if any yet."""
-    for pattern in (f"*/{marker}", f"*/*/{marker}"):
+    for pattern in (f"{scratch.PREFIX}*/*/{marker}", f"{scratch.PREFIX}*/*/*/{marker}"):
         try:
-            found = next(WORKROOT.glob(pattern), None)
+            found = next(TMP.glob(pattern), None)
         except OSError:  # other evaluations' directories come and go while we look
             continue
         if found is not None:
