@@ -17,13 +17,13 @@ from tests.campaign_helpers import wait_for
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = textwrap.dedent("""
-    import sys, time
+    import signal
     from sandboxes import scratch
     d = scratch.mkdtemp("stage-")
     (d / "deep").mkdir()
     (d / "deep" / "f").write_text("x")
     print(d, flush=True)
-    time.sleep(600)
+    signal.pause()  # alive until the test kills it
 """)
 
 

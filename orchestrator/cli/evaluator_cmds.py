@@ -122,8 +122,13 @@ def _evaluate_with_fm(evaluator, name, opts, agent_dir: Path, stages, backend, t
         cfg = load_config(config_path) if config_path else CampaignConfig.model_validate({"evaluator": {"name": name}})
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
-    files = {str(p.relative_to(agent_dir)): p.read_bytes() for p in sorted(agent_dir.rglob("*"))
-             if p.is_file() and "__pycache__" not in p.parts}
+    from orchestrator.mutation.parsing import ProposalInvalid
+    from orchestrator.mutation.self_improve import read_tree
+
+    try:
+        files = read_tree(agent_dir)
+    except ProposalInvalid as e:
+        raise click.ClickException(f"{agent_dir}: {e}") from None
     job = EvalJob(0, files, name, opts, list(stages) or None, SandboxSpec(backend, trusted), seed,
                   fm_calls=cfg.evaluation.fm_calls, fm_tokens=cfg.evaluation.fm_tokens)
     with open_fm(cfg.fm, log=lambda m: click.echo(f"dgm: {m}", err=True)) as fm:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.agent import MANIFEST, AgentManifestError, parse_manifest
+from orchestrator.executor import write_tree
 from orchestrator.fm.proxy import Budget, FMProxy
 from orchestrator.mutation.operators import AttemptUsage, Operator, Proposal, Sampling
 from orchestrator.mutation.parsing import ProposalInvalid, check_python
@@ -92,7 +93,7 @@ class SelfImproveOperator(Operator):
         try:
             work, sock_dir = Path(tmp) / "work", Path(tmp) / "fm"
             agent = work / "agent"
-            _write_tree(ctx.tree, agent)
+            write_tree(ctx.tree, agent)
             (work / "record.json").write_text(json.dumps(ctx.record, indent=1, default=str))
             sock_dir.mkdir()
             os.chmod(tmp, 0o755)  # the sandbox's unprivileged uid must reach the socket
@@ -109,7 +110,7 @@ class SelfImproveOperator(Operator):
                 proposal.error = f"the improver {result.describe()}: {_last_line(result.stderr or result.stdout)}"
                 return proposal
             try:
-                child = _read_tree(agent)
+                child = read_tree(agent)
             except ProposalInvalid as e:
                 proposal.error = str(e)
                 return proposal
@@ -167,15 +168,9 @@ class SelfImproveOperator(Operator):
         proposal.summary = f"self: the improver changed {what} ({usage.calls} FM calls)"
 
 
-def _write_tree(tree: dict[str, bytes], dest: Path) -> None:
-    for rel, data in tree.items():
-        path = dest / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-
-def _read_tree(root: Path) -> dict[str, bytes]:
-    """The tree the improver left, read without following links, within size limits."""
+def read_tree(root: Path) -> dict[str, bytes]:
+    """An agent's tree (the one an improver left, or one on disk), read without following links,
+    within size limits; ProposalInvalid says what is wrong with it."""
     out: dict[str, bytes] = {}
     total = 0
     stack = [root]
