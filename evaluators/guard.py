@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 
+from evaluators import syntax
+
 ALLOWED_MODULES = frozenset({"torch", "math", "typing", "functools", "dataclasses", "collections", "itertools",
                              "operator", "abc", "enum", "__future__"})
 DENIED_NAMES = frozenset({"open", "exec", "eval", "compile", "__import__", "globals", "locals", "vars", "breakpoint",
@@ -23,7 +25,7 @@ DENIED_ATTRS = frozenset({"load", "save", "from_file", "fromfile", "hub", "cpp_e
 def problems(source: str, filename: str = "<component>", allowed=ALLOWED_MODULES) -> list[str]:
     """Every reason the source is rejected ("file:line: what"), empty when it passes."""
     try:
-        tree = ast.parse(source, filename)
+        tree = syntax.parse(source, filename)
     except SyntaxError as e:
         return [f"{filename}:{e.lineno}: syntax error: {e.msg}"]
     found = []  # (line, column, message), reported in source order

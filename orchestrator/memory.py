@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import threading
 
+from evaluators import syntax
 from orchestrator.events import NodeEvent
 
 
@@ -26,14 +26,10 @@ def _content(path: str, data: bytes) -> bytes:
     model writes such edits often, and evaluating them again measures only noise."""
     if path.endswith(".py"):
         try:
-            with _PARSE:
-                return ast.dump(ast.parse(data)).encode()
-        except (SyntaxError, ValueError, SystemError):
-            pass  # SystemError: CPython 3.11's AST builder is not thread-safe (gh-106905); bytes then
+            return ast.dump(syntax.parse(data)).encode()
+        except (SyntaxError, ValueError):
+            pass
     return data
-
-
-_PARSE = threading.Lock()  # one AST build at a time in this module (see _content)
 
 
 def tree_digest(tree: dict[str, bytes]) -> str:

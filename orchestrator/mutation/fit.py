@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from evaluators import syntax
 from orchestrator.mutation.operators import Operator, Proposal, Sampling
 from orchestrator.mutation.parsing import ProposalInvalid, check_python
 from orchestrator.mutation.prompts import ProposalContext
@@ -51,7 +52,7 @@ def constants(files: dict[str, str]) -> list[Constant]:
         if not path.endswith(".py"):
             continue
         try:
-            tree = ast.parse(files[path])
+            tree = syntax.parse(files[path])
         except SyntaxError:
             continue
         for node in ast.walk(tree):

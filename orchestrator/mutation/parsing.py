@@ -15,6 +15,8 @@ import re
 import textwrap
 from dataclasses import dataclass
 
+from evaluators import syntax
+
 SEARCH_RE = re.compile(
     r"<{5,9}\s*SEARCH[^\n]*\n(?P<search>.*?)\n?={5,9}[^\n]*\n(?P<replace>.*?)\n?>{5,9}\s*REPLACE",
     re.DOTALL,
@@ -118,7 +120,7 @@ DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 def definitions(source: str) -> list[str]:
     """Names of top-level functions and classes in file order (empty if the source does not parse)."""
     try:
-        tree = ast.parse(source)
+        tree = syntax.parse(source)
     except (SyntaxError, ValueError):
         return []
     return [n.name for n in tree.body if isinstance(n, DEFS)]
@@ -127,7 +129,7 @@ def definitions(source: str) -> list[str]:
 def module_names(source: str) -> set[str]:
     """Every top-level name a file binds: functions, classes, imports and assigned constants."""
     try:
-        tree = ast.parse(source)
+        tree = syntax.parse(source)
     except (SyntaxError, ValueError):
         return set()
     names: set[str] = set()
@@ -162,7 +164,7 @@ def merge_definitions(old: str, blocks: list[str]) -> str:
     defines one name twice ("original", then "modified"), the last one counts. New top-level
     definitions are appended, new imports added to the top; other statements are ignored.
     """
-    tree = ast.parse(old)
+    tree = syntax.parse(old)
     old_defs = {n.name: n for n in tree.body if isinstance(n, DEFS)}
     methods: dict[str, list[ast.stmt]] = {}
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
@@ -180,7 +182,7 @@ def merge_definitions(old: str, blocks: list[str]) -> str:
     for block in blocks:
         block = textwrap.dedent(block)  # snippets copied from inside a function come indented
         try:
-            parsed = ast.parse(block)
+            parsed = syntax.parse(block)
         except SyntaxError as e:
             raise ProposalInvalid(f"a code block does not compile: {e.msg} (line {e.lineno})") from None
         lines = block.split("\n")
@@ -354,8 +356,8 @@ def check_python(path: str, source: str) -> None:
     if not path.endswith(".py"):
         return
     try:
-        tree = compile(source, path, "exec", ast.PyCF_ONLY_AST)
-        compile(tree, path, "exec")
+        tree = syntax.parse(source, path)
+        syntax.compile_tree(tree, path)
     except SyntaxError as e:
         raise ProposalInvalid(f"{path} does not compile: {e.msg} (line {e.lineno})") from None
     except ValueError as e:  # e.g. null bytes
