@@ -67,6 +67,15 @@ def test_init_run_and_inspect(tmp_path, env):
     assert len(exported["nodes"]) == 4
     assert "ok: 4 nodes" in dgm("archive", "check", run_dir).stdout
 
+    # checkout: the best node's files, ready for `dgm eval`; a non-empty destination is refused
+    out = dgm("archive", "checkout", run_dir, "best", tmp_path / "best").stdout
+    best_id = lineage[-1]["id"]
+    assert f"node {best_id} " in out
+    with Archive.open(run_dir, readonly=True) as arc:
+        assert {p: (tmp_path / "best" / p).read_bytes() for p in arc.read_files(best_id)} == arc.read_files(best_id)
+    res = dgm("archive", "checkout", run_dir, "0", tmp_path / "best", check=False)
+    assert res.returncode == 1 and "not empty" in res.stderr and "Traceback" not in res.stderr
+
 
 def test_clear_errors_not_tracebacks(tmp_path, env):
     bad = tmp_path / "bad.toml"

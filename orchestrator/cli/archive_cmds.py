@@ -171,6 +171,22 @@ def diff(run_dir: Path, node_ref: str) -> None:
 
 @archive.command()
 @run_dir_arg
+@click.argument("node_ref", metavar="NODE")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+def checkout(run_dir: Path, node_ref: str, dest: Path) -> None:
+    """Write NODE's files (an id or 'best') into DEST, a new or empty directory: an agent that
+    `dgm eval` or a benchmark can run (e.g. the best agent on a held-out split)."""
+    with _open(run_dir) as arc:
+        node = _node(arc, node_ref)
+        try:
+            arc.materialize(node.id, dest)
+        except FileExistsError:
+            raise click.ClickException(f"{dest}: not empty; checkout writes into a new or empty directory") from None
+    click.echo(f"node {node.id} (score {_score(node)}) written to {dest}")
+
+
+@archive.command()
+@run_dir_arg
 @click.option("--format", "fmt", type=click.Choice(["json", "dot", "html"]), default="json", show_default=True)
 def export(run_dir: Path, fmt: str) -> None:
     """The whole tree as JSON, Graphviz dot, or one self-contained HTML page (the UI, offline)."""
