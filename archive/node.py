@@ -38,6 +38,9 @@ class Node(BaseModel):
     private_metrics: dict[str, float] = Field(default_factory=dict)  # never shown to the FM
     score: float | None = None  # the mean of `draws` when it was evaluated more than once
     draws: list[float] = Field(default_factory=list)  # the comparable score of each independent evaluation
+    # each private metric's value per evaluation, when it was evaluated more than once (the held-out
+    # spread between evaluation seeds); private like private_metrics, never shown to the FM
+    private_draws: dict[str, list[float]] = Field(default_factory=dict)
     feedback: str = ""  # public feedback for the FM (errors, tracebacks, invalid reasons)
     fm_model: str = ""
     prompt: str = ""

@@ -478,6 +478,7 @@ class Campaign:
             status=verdict.status, error=verdict.reason, stages=[s.to_record() for s in result.stages],
             public_metrics=result.public_metrics, private_metrics=result.private_metrics,
             score=score, draws=draws if score is not None else [], feedback=result.feedback,
+            private_draws=_private_draws(pending.draws) if score is not None else {},
         )
         calls = sum(d.fm_usage.get("calls", 0) for d in pending.draws)
         if calls:  # the candidate's own model calls while evaluated are the node's too
@@ -550,6 +551,15 @@ def _disk_full(e: BaseException) -> bool:
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     return isinstance(e, sqlite3.OperationalError) and "full" in str(e)
+
+
+def _private_draws(draws: list[EvaluationResult]) -> dict[str, list[float]]:
+    """Each private metric every draw reported, per draw in order (when there were several draws):
+    the held-out spread between evaluation seeds that a report sets a gain against."""
+    if len(draws) < 2:
+        return {}
+    keys = set.intersection(*(set(d.private_metrics) for d in draws))
+    return {k: [float(d.private_metrics[k]) for d in draws] for k in sorted(keys)}
 
 
 def _first_failing(draws: list[EvaluationResult]) -> EvaluationResult | None:

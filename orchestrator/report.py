@@ -13,12 +13,18 @@ from orchestrator.ledger import Ledger
 
 
 def _side(node: Node | None, ledger: Ledger) -> dict[str, Any] | None:
+    """A node's numbers. A held-out metric measured in several draws is their mean, with their
+    spread (``held_out_spread``); one measured once is that value, with no spread."""
     if node is None:
         return None
+    held_out = dict(node.private_metrics)
+    held_out.update({k: statistics.fmean(v) for k, v in node.private_draws.items()})
     return {
         "id": node.id, "score": node.score, "lower_bound": ledger.lcb(node) if node.score is not None else None,
         "draws": list(node.draws), "draw_spread": statistics.stdev(node.draws) if len(node.draws) > 1 else None,
-        "public_metrics": dict(node.public_metrics), "held_out": dict(node.private_metrics),
+        "public_metrics": dict(node.public_metrics), "held_out": held_out,
+        "held_out_draws": {k: list(v) for k, v in node.private_draws.items()},
+        "held_out_spread": {k: statistics.stdev(v) for k, v in node.private_draws.items()},
         "operator": node.operator,
     }
 
@@ -97,7 +103,9 @@ def render(report: dict[str, Any]) -> str:
         if s["public_metrics"]:
             lines.append("  public:   " + ", ".join(f"{k} = {v:.6g}" for k, v in sorted(s["public_metrics"].items())))
         if s["held_out"]:
-            lines.append("  held-out: " + ", ".join(f"{k} = {v:.6g}" for k, v in sorted(s["held_out"].items())))
+            spread = s.get("held_out_spread", {})
+            lines.append("  held-out: " + ", ".join(
+                f"{k} = {v:.6g}" + (f" ± {spread[k]:.3g}" if k in spread else "") for k, v in sorted(s["held_out"].items())))
         return lines
 
     out = [f"campaign {report['campaign']!r}: {report['iterations']} iterations"]

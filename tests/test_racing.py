@@ -30,7 +30,7 @@ class Noisy(Evaluator):
     name = "noisy"
     task = "Raise QUALITY."
     stages = [Stage("full", Limits(wall_s=5))]
-    metrics = [MetricSpec("quality", -1, 2)]
+    metrics = [MetricSpec("quality", -1, 2), MetricSpec("hidden_quality", -1, 2, public=False)]
     base_seed = 0
 
     def seed_agent(self):
@@ -41,7 +41,7 @@ class Noisy(Evaluator):
         if not m:
             raise CandidateInvalid("no QUALITY in q.py")
         q = float(m.group(1)) + NOISE[(run.seed - self.base_seed) % len(NOISE)]
-        return StageOutcome(q, {"quality": q})
+        return StageOutcome(q, {"quality": q, "hidden_quality": q - 0.1 + NOISE[(run.seed - self.base_seed) % len(NOISE)]})
 
 
 @pytest.fixture
@@ -80,6 +80,9 @@ def test_the_seed_is_measured_and_a_challenger_is_raced_before_it_can_be_best(no
     assert seed.draws == pytest.approx([0.54, 0.47, 0.51]) and seed.score == pytest.approx(0.5066667)
     assert high.draws == pytest.approx([0.60, 0.53, 0.57]) and high.score == pytest.approx(0.5666667)
     assert low.draws == pytest.approx([0.34])  # far below the best bound: one evaluation is enough
+    # the held-out metric of each draw is kept too (private), so its own spread can be measured
+    assert seed.private_draws == {"hidden_quality": pytest.approx([0.48, 0.34, 0.42])}
+    assert low.private_draws == {} and low.private_metrics == {"hidden_quality": pytest.approx(0.28)}
     assert summary["best"]["id"] == high.id
 
 
@@ -109,9 +112,13 @@ def test_report_gives_seed_and_best_with_spreads_yield_and_calls_to_the_first_im
     assert res.exit_code == 0, res.output
     rep = json.loads(res.output)
     assert rep["seed"]["draws"] == pytest.approx([0.54, 0.47, 0.51]) and rep["seed"]["draw_spread"] > 0
+    # held-out: the mean over the draws, with its own spread (0.48, 0.34, 0.42)
+    assert rep["seed"]["held_out"]["hidden_quality"] == pytest.approx(0.4133333)
+    assert rep["seed"]["held_out_spread"]["hidden_quality"] == pytest.approx(0.0702377, abs=1e-6)
     assert rep["best"]["id"] == 1 and rep["gain_over_seed"] == pytest.approx(0.06)
     assert rep["fm_calls_to_first_improvement"] == 1 and rep["valid_share"] == 1.0
     assert rep["operators"]["rewrite"] == {"attempts": 2, "valid": 2, "better_than_parent": 1, "better_than_seed": 1}
     assert (tmp_path / "rep" / "best.png").stat().st_size > 1000
     text = CliRunner().invoke(cli, ["report", str(tmp_path / "run"), "--out", str(tmp_path / "rep")]).output
     assert "best: node 1 (rewrite) score 0.5667 ± " in text and "1 calls to the first improvement" in text
+    assert "held-out: hidden_quality = 0.413333 ± 0.0702" in text
