@@ -58,6 +58,15 @@ class Stall:
 
 
 @dataclass
+class Trickle:
+    """A 200 answer whose body comes one byte every ``every`` seconds: each read gets something
+    in time, so only a deadline for the whole call ends it."""
+
+    then: "Reply" = field(default_factory=lambda: Reply("trickled"))
+    every: float = 0.1
+
+
+@dataclass
 class Garbage:
     """Raw bytes with status 200 (invalid JSON, a body without choices, ...)."""
 
@@ -65,7 +74,7 @@ class Garbage:
     content_type: str = "application/json"
 
 
-Step = Union[Reply, Delay, Status, Garbage, Stall]
+Step = Union[Reply, Delay, Status, Garbage, Stall, Trickle]
 
 
 class ScriptedFMServer:
@@ -203,6 +212,21 @@ def _make_handler(server: ScriptedFMServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data[: step.sent])
                 self.wfile.flush()
                 server._closing.wait()  # never the rest: the client's read deadline must fire
+                self.close_connection = True
+            elif isinstance(step, Trickle):
+                data = json.dumps(server._completion_json(step.then)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    for i in range(len(data)):
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        if server._closing.wait(step.every):
+                            break
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (its deadline)
+                    pass
                 self.close_connection = True
             else:
                 raise TypeError(f"unknown step {step!r}")

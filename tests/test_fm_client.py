@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.fm_server import Delay, Garbage, Reply, ScriptedFMServer, Status
+from tests.fm_server import Delay, Garbage, Reply, ScriptedFMServer, Status, Trickle
 from orchestrator.fm.client import (
     Completion,
     FMClient,
@@ -139,6 +139,19 @@ def test_timeout_after_retries_in_bounded_time():
         assert len(srv.requests) == 3 and len(sleeps) == 2
         assert 0.9 <= elapsed < 2.5, elapsed
     # leaving the block shut the server down although three handlers were still sleeping
+
+
+def test_an_answer_that_trickles_is_cut_off_at_the_deadline_of_the_whole_call():
+    # one byte every 0.05 s: every read is answered in time, the whole body would take ~15 s
+    with ScriptedFMServer(default=Trickle(Reply("x" * 200), every=0.05)) as srv:
+        client, _ = make_client(srv, timeout_s=1.0, max_retries=1)
+        t0 = time.monotonic()
+        with pytest.raises(FMError) as ei:
+            call(client)
+        elapsed = time.monotonic() - t0
+    assert ei.value.kind == "timeout" and ei.value.attempts == 2 and "not complete within 1 s" in str(ei.value)
+    assert elapsed < 4, elapsed
+    assert client.totals().failures == 1
 
 
 def test_delay_shorter_than_timeout_succeeds():

@@ -3,7 +3,8 @@
 One client is shared by every thread of a campaign. A call either returns a ``Completion`` or
 raises ``FMError`` whose ``kind`` says what went wrong:
 
-- ``timeout``    no answer within ``timeout_s`` (retried)
+- ``timeout``    no whole answer within ``timeout_s`` (retried): a server that stalls or
+                 trickles its body is cut off at the deadline too, not only one that says nothing
 - ``connection`` the server could not be reached (retried)
 - ``http``       an error status; 429 and 5xx are retried, other 4xx are not
 - ``garbage``    a 200 answer that is not a usable completion: not JSON, no choices, no text
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+import httpx2  # the HTTP library the openai SDK is built on (its fork of httpx)
 import openai
 
 from .config import FMConfig, Prices
@@ -112,6 +114,10 @@ def estimate_tokens(text: str) -> int:
 
 class _Garbage(Exception):
     pass
+
+
+class _Deadline(Exception):
+    """The answer's body was still arriving when the call's deadline passed."""
 
 
 def parse_chat_completion(data: Any) -> tuple[str, str | None, str | None, dict]:
@@ -224,15 +230,12 @@ class FMClient:
         while True:
             attempts += 1
             try:
-                raw = self._client.chat.completions.with_raw_response.create(
-                    model=self.model, messages=messages, temperature=temperature, seed=seed,
-                    max_tokens=max_tokens, timeout=self.timeout_s, extra_body=extra_body,
-                )
+                content = self._post(messages, temperature=temperature, seed=seed, max_tokens=max_tokens,
+                                     extra_body=extra_body)
                 try:
-                    data = json.loads(raw.http_response.content)
+                    data = json.loads(content)
                 except ValueError:
-                    snippet = raw.http_response.content[:80]
-                    raise _Garbage(f"body is not JSON: {snippet!r}") from None
+                    raise _Garbage(f"body is not JSON: {content[:80]!r}") from None
                 text, model, finish, usage = parse_chat_completion(data)
             except Exception as e:  # noqa: BLE001 - mapped to FMError or re-raised below
                 err, retry_after = self._classify(e, attempts)
@@ -271,6 +274,27 @@ class FMClient:
                 self._by_tag.setdefault(node_tag, UsageTotals())._add_success(result)
         return result
 
+    def _post(self, messages: list[dict], **request: Any) -> bytes:
+        """One request's body. httpx's timeout bounds each read, so a server that sends a byte now
+        and then would never time out; the body is read piece by piece against a deadline for
+        the whole call instead."""
+        deadline = time.monotonic() + self.timeout_s
+        with self._client.chat.completions.with_streaming_response.create(
+            model=self.model, messages=messages, timeout=self.timeout_s, **request,
+        ) as raw:
+            body = bytearray()
+            try:
+                for piece in raw.iter_bytes():
+                    body += piece
+                    if time.monotonic() > deadline:
+                        raise _Deadline(f"{len(body)} bytes of the answer after {self.timeout_s:g} s")
+            # the body is read outside the SDK's own error mapping: map its transport errors the same way
+            except httpx2.TimeoutException as e:
+                raise openai.APITimeoutError(request=raw.http_request) from e
+            except httpx2.TransportError as e:
+                raise openai.APIConnectionError(request=raw.http_request) from e
+        return bytes(body)
+
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * self._rng.uniform(0.5, 1.0)
         if retry_after is not None:
@@ -283,6 +307,8 @@ class FMClient:
         retry_after = None
         if isinstance(e, openai.APITimeoutError):
             kind, status, what = "timeout", None, f"no answer within {self.timeout_s:g} s"
+        elif isinstance(e, _Deadline):
+            kind, status, what = "timeout", None, f"answer not complete within {self.timeout_s:g} s ({e})"
         elif isinstance(e, openai.APIConnectionError):
             cause = e.__cause__ or e
             kind, status, what = "connection", None, f"cannot connect: {cause}"
