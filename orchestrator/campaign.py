@@ -504,8 +504,11 @@ class Campaign:
             return False
         n, adm = len(draws), self.cfg.admission
         if node.parent_id is None:
-            if n >= 2 and len({d.score for d in draws}) == 1:
-                return False  # a deterministic evaluator: nothing to measure
+            if n >= 2 and all(d.score == draws[0].score and d.public_metrics == draws[0].public_metrics for d in draws):
+                # a deterministic evaluator: nothing to measure. Every public metric must agree, not
+                # only the score: a coarse score (10 of 12 problems) repeats by chance while its
+                # other metrics (tokens, seconds) show the evaluation is not deterministic
+                return False
             return n < adm.noise_evals
         if adm.race <= 1 or self.ledger.spread == 0.0 or n >= adm.race:
             return False

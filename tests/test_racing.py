@@ -51,10 +51,10 @@ def noisy_campaign(tmp_path, monkeypatch):
     seed.mkdir()
     (seed / "agent.toml").write_text('[agent]\nentry = "q.py"\neditable = ["q.py"]\n')
     (seed / "q.py").write_text("QUALITY = 0.5\n")
-    evaluator = Noisy()
-    monkeypatch.setattr(plan_module.registry, "create", lambda name, options=None: evaluator)
 
-    def run(answers: list[str], **admission):
+    def run(answers: list[str], evaluator: Evaluator | None = None, **admission):
+        evaluator = evaluator or Noisy()
+        monkeypatch.setattr(plan_module.registry, "create", lambda name, options=None: evaluator)
         with ScriptedFMServer([Reply(rewrite(a)) for a in answers]) as srv:
             text = config_text(srv.base_url, iterations=len(answers), workers=1).replace('name = "circle_packing"', 'name = "noisy"')
             text = text.replace("options = { timeout_s = 3 }", "")
@@ -84,6 +84,30 @@ def test_the_seed_is_measured_and_a_challenger_is_raced_before_it_can_be_best(no
     assert seed.private_draws == {"hidden_quality": pytest.approx([0.48, 0.34, 0.42])}
     assert low.private_draws == {} and low.private_metrics == {"hidden_quality": pytest.approx(0.28)}
     assert summary["best"]["id"] == high.id
+
+
+class Steady(Noisy):
+    """The same QUALITY on every evaluation seed; ``varying`` adds a public metric that moves."""
+
+    name = "noisy"
+    metrics = [MetricSpec("quality", -1, 2), MetricSpec("tokens", 0, 1e6)]
+
+    def __init__(self, varying: bool) -> None:
+        self.varying = varying
+
+    def run_stage(self, stage, run):
+        q = float(re.search(r"QUALITY = ([0-9.]+)", run.read_artifact("q.py").decode()).group(1))
+        return StageOutcome(q, {"quality": q, "tokens": 100.0 + (run.seed - self.base_seed if self.varying else 0)})
+
+
+@pytest.mark.parametrize("varying, seed_draws", [
+    (False, 2),  # deterministic: two draws agree in everything, there is nothing more to measure
+    (True, 3),  # a coarse score that repeats by chance (10 of 12 problems, twice) while the other
+                # public metrics differ: not deterministic, so the seed gets all its noise evaluations
+])
+def test_two_equal_draws_stop_the_seed_only_when_every_public_metric_agrees(noisy_campaign, varying, seed_draws):
+    with noisy_campaign(["QUALITY = 0.4\n"], Steady(varying=varying)) as archive:
+        assert archive.get(0).draws == pytest.approx([0.5] * seed_draws)
 
 
 def test_race_and_noise_measurement_can_be_turned_off(noisy_campaign):
