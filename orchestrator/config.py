@@ -52,6 +52,9 @@ class FitSettings(_Section):
     # 0.05 ≈ steps of 1-10 %; on the circle-packing seed 0.3 found nothing better in three
     # fits of 16 trials, 0.05 found better points in two of three
     sigma: float = Field(0.05, gt=0, le=1, description="initial step, in log-scale units of each constant")
+    # a trial costs 0.3 s on circle packing and ~20 s on a learning suite: a time budget lets one
+    # setting (many evaluations, some seconds) serve both
+    seconds: float | None = Field(None, gt=0, description="wall seconds per fit: no new generation starts after this (at least one runs)")
 
 
 class MutationSection(_Section):

@@ -59,3 +59,17 @@ def test_a_fit_step_evaluates_trials_and_keeps_them_on_the_child(tmp_path, monke
     fit = build_report([seed, child])["fit"]
     assert fit["fits"] == 1 and fit["wall_s"] == pytest.approx(record["wall_s"], abs=1e-3) and 0 <= fit["overhead_share"] < 1
     assert f"fit: 1 fits, {fit['wall_s']:.1f} s" in render(build_report([seed, child]))
+
+
+def test_a_fit_with_a_time_budget_starts_no_generation_after_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_TEST_KEY", "k")
+    with ScriptedFMServer([], default=Reply("unused")) as srv:
+        cfg = load_config(write_config(tmp_path, srv.base_url, iterations=1, operators="{ fit = 1.0 }",
+                                       extra="[mutation.fit]\nevaluations = 400\nseconds = 0.01\n"))
+        with FMClient.from_config(cfg.fm) as fm:
+            Campaign(cfg, tmp_path / "run", fm).run()
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        child = archive.nodes()[1]
+    record = json.loads(child.response)
+    # one generation (8 trials) always runs; by then the 0.01 s were spent, so no second one started
+    assert record["stopped_by"] == "seconds" and len(record["trials"]) == 8 + 1

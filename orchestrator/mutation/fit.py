@@ -93,12 +93,13 @@ class FitOperator(Operator):
     name = "fit"
     max_calls = 0
 
-    def __init__(self, evaluations: int = 16, sigma: float = 0.05) -> None:
-        self.evaluations, self.sigma = evaluations, sigma
+    def __init__(self, evaluations: int = 16, sigma: float = 0.05, seconds: float | None = None) -> None:
+        self.evaluations, self.sigma, self.seconds = evaluations, sigma, seconds
 
     @classmethod
     def from_config(cls, cfg: Any) -> "FitOperator":
-        return cls(cfg.mutation.fit.evaluations, cfg.mutation.fit.sigma)
+        f = cfg.mutation.fit
+        return cls(f.evaluations, f.sigma, f.seconds)
 
     def can_work_from(self, texts: dict[str, str]) -> bool:
         return bool(constants(texts))
@@ -117,11 +118,11 @@ class FitOperator(Operator):
         started = time.perf_counter()
         rng = random.Random(sampling.seed)
         chosen = sorted(rng.sample(found, min(MAX_CONSTANTS, len(found))), key=lambda c: (c.path, c.line, c.col))
-        trials, waited = self._search(ctx, chosen, ctx.evaluate, sampling.seed)
+        trials, waited, stopped = self._search(ctx, chosen, ctx.evaluate, sampling.seed, started)
         # the optimiser's own cost is everything but waiting on evaluations (kept to check it stays small)
         proposal.response = json.dumps({"constants": [f"{c.path}:{c.line}:{c.col} = {c.value:g}" for c in chosen],
                                         "wall_s": round(time.perf_counter() - started, 4), "evaluating_s": round(waited, 4),
-                                        "trials": trials}, indent=1)
+                                        "stopped_by": stopped, "trials": trials}, indent=1)
         valid = [t for t in trials if t["score"] is not None]
         if not valid:
             proposal.error = f"fit: none of {len(trials)} trial programs was valid ({trials[0]['error'] if trials else ''})"
@@ -143,8 +144,10 @@ class FitOperator(Operator):
                             f"scored {best['score']:.4f}" + (f" (parent {ctx.score:.4f})" if ctx.score is not None else ""))
         return proposal
 
-    def _search(self, ctx: ProposalContext, chosen: list[Constant], evaluate: Callable, seed: int) -> tuple[list[dict], float]:
-        """The trials (the parent's own point last) and the seconds spent waiting on evaluations."""
+    def _search(self, ctx: ProposalContext, chosen: list[Constant], evaluate: Callable, seed: int,
+                started: float) -> tuple[list[dict], float, str]:
+        """The trials (the parent's own point last), the seconds spent waiting on evaluations, and
+        what ended the search: its evaluations, or its seconds (checked between generations)."""
         from cmaes import CMA
 
         dim = max(2, len(chosen))  # cmaes needs two dimensions; a lone constant gets an idle partner
@@ -152,7 +155,11 @@ class FitOperator(Operator):
                   seed=seed % (2**31), population_size=max(4, min(8, self.evaluations)))
         trials: list[dict] = []
         waited = 0.0
+        stopped = "evaluations"
         while len(trials) < self.evaluations:
+            if trials and self.seconds is not None and time.perf_counter() - started >= self.seconds:
+                stopped = "seconds"
+                break
             batch = [cma.ask() for _ in range(cma.population_size)]
             points = [[_moved(c.value, float(z)) for c, z in zip(chosen, x)] for x in batch]
             futures = [evaluate(substitute(ctx.files, chosen, values)) for values in points]
@@ -169,4 +176,4 @@ class FitOperator(Operator):
         # the parent's own point, for reference (it scored ctx.score); a trial must beat it to count
         if ctx.score is not None:
             trials.append({"values": [c.value for c in chosen], "score": ctx.score, "error": "", "parent": True})
-        return trials, waited
+        return trials, waited, stopped
