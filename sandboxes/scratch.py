@@ -17,6 +17,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from . import quota
 from .fs import remove_tree
 
 log = logging.getLogger(__name__)
@@ -69,18 +70,22 @@ def sweep(base: Path | None = None) -> list[Path]:
         entries = list(os.scandir(base))
     except OSError:
         return removed
+    dead = []
     for entry in entries:
         m = _NAME.match(entry.name)
-        if not m or not entry.is_dir(follow_symlinks=False):
-            continue
-        pid, ticks = int(m.group(1)), int(m.group(2))
-        if _start_ticks(pid) == ticks:
-            continue  # its owner is alive
+        if m and entry.is_dir(follow_symlinks=False) and _start_ticks(int(m.group(1))) != int(m.group(2)):
+            dead.append(entry.path)
+    if dead:
+        try:  # the dead processes' quota mounts first: a root with a file system mounted in it stays
+            quota.sweep()
+        except OSError as e:
+            log.warning("could not sweep stale quota mounts: %s", e)
+    for path in dead:
         try:
-            remove_tree(entry.path)
-            removed.append(Path(entry.path))
+            remove_tree(path)
+            removed.append(Path(path))
         except OSError:  # another sweeper got there first, or a mount is busy: the next sweep retries
-            log.warning("could not remove the scratch root %s of a dead process", entry.path, exc_info=True)
+            log.warning("could not remove the scratch root %s of a dead process", path, exc_info=True)
     if removed:
         log.info("removed %d scratch roots left by dead processes", len(removed))
     return removed

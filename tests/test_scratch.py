@@ -11,7 +11,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from sandboxes import scratch
+import pytest
+
+from sandboxes import quota, scratch
 from tests.campaign_helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +45,35 @@ def test_a_killed_process_s_scratch_root_is_swept_and_live_ones_are_kept(tmp_pat
         removed = scratch.sweep()
         assert child_root in removed and not child_root.exists()
         assert mine.exists()  # ours, alive
+    finally:
+        child.kill()
+        child.wait()
+
+
+QUOTA_CHILD = textwrap.dedent("""
+    import signal
+    from sandboxes import quota, scratch
+    d = scratch.mkdtemp("stage-")
+    (d / "work").mkdir()
+    quota.attach(str(d / "work"))  # a disk-quota file system mounted inside the root
+    print(d, flush=True)
+    signal.pause()
+""")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="quota mounts need root (loop devices)")
+def test_a_root_holding_a_dead_process_s_quota_mount_is_swept_in_one_go(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", QUOTA_CHILD], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        workdir = Path(child.stdout.readline().strip())
+        assert os.path.ismount(workdir / "work")
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        wait_for(lambda: scratch._start_ticks(child.pid) is None, "the killed process to be reaped", 10)
+        # the first sweep after the kill unmounts the dead root's quota file system, then removes the root
+        assert workdir.parent in scratch.sweep()
+        assert not workdir.parent.exists()
+        assert not any(m.startswith(str(workdir)) for m, _ in quota._loop_mounts())
     finally:
         child.kill()
         child.wait()
