@@ -168,6 +168,44 @@ class Campaign:
             self._save_wall()
             self.archive.close()
 
+    def remeasure(self, node_ref: int | str, draws: int) -> tuple[Node, list[str]]:
+        """Evaluate a scored node ``draws`` more times, on evaluation seeds it has not had: the
+        explicit re-measurement of a known program (never a proposal, so never a duplicate). Its
+        draws, mean score and held-out draws grow; its verdict stays. ``node_ref``: an id or
+        ``"best"``. Returns the node as recorded and the reasons of draws that did not complete."""
+        self.archive = self._open_archive()  # the run's writer lock: not while a campaign runs it
+        self.files.archive = self.archive
+        try:
+            with self.ledger.loading():
+                for n in self.archive.nodes():
+                    self._record(n)
+            node = self.ledger.best if node_ref == "best" else self.ledger.get(int(node_ref))
+            if node is None:
+                raise CampaignError(f"{self.run_dir}: no node {node_ref!r} (ids 0..{len(self.ledger) - 1}, or 'best')")
+            if node.score is None or not node.draws:
+                raise CampaignError(f"{self.run_dir}: node {node.id} is {node.status.value} without a score: "
+                                    "only a scored node can be measured again")
+            first = len(node.draws)
+            results = [f.result() for f in [self.executor.submit(self._job(node.id, first + k)) for k in range(draws)]]
+            done = [r for r in results if r.complete]
+            failed = [f"draw {first + k}: {r.error or r.feedback}" for k, r in enumerate(results) if not r.complete]
+            if done:
+                scores = [*node.draws, *(r.score for r in done)]
+                before = node.private_draws or {k: [v] for k, v in node.private_metrics.items()}
+                private = {k: [*v, *(float(r.private_metrics[k]) for r in done)] for k, v in before.items()
+                           if all(k in r.private_metrics for r in done)}
+                used = [r.fm_usage for r in done]
+                timings = {**node.timings, "remeasured": node.timings.get("remeasured", 0.0) + len(done)}
+                node = self._record(self.archive.update_node(
+                    node.id, draws=scores, score=sum(scores) / len(scores), private_draws=private, timings=timings,
+                    prompt_tokens=node.prompt_tokens + sum(u.get("prompt_tokens", 0) for u in used),
+                    completion_tokens=node.completion_tokens + sum(u.get("completion_tokens", 0) for u in used),
+                ))
+            return node, failed
+        finally:
+            self.executor.shutdown(wait=True)
+            self.archive.close()
+
     def _loop(self, target: int) -> None:
         proposing: dict[Future, PendingProposal] = {}
         evaluating: dict[Future, PendingEvaluation] = {}

@@ -146,3 +146,25 @@ def test_report_gives_seed_and_best_with_spreads_yield_and_calls_to_the_first_im
     text = CliRunner().invoke(cli, ["report", str(tmp_path / "run"), "--out", str(tmp_path / "rep")]).output
     assert "best: node 1 (rewrite) score 0.5667 ± " in text and "1 calls to the first improvement" in text
     assert "held-out: hidden_quality = 0.413333 ± 0.0702" in text
+
+
+def test_remeasure_adds_draws_on_new_seeds_to_a_known_program(noisy_campaign, tmp_path):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    noisy_campaign(["QUALITY = 0.56\n", "QUALITY = 0.3\n", "NOTHING = 1\n"]).close()
+    res = CliRunner().invoke(cli, ["remeasure", str(tmp_path / "campaign.toml"), "2", "--draws", "2"])
+    assert res.exit_code == 0, res.output
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        low = archive.get(2)
+        assert archive.count() == 4  # no new node: a re-measurement is not a proposal
+    # its first draw was on the run's first evaluation seed; the new ones are on the next two
+    assert low.draws == pytest.approx([0.34, 0.27, 0.31]) and low.score == pytest.approx(0.3066667)
+    assert low.private_draws == {"hidden_quality": pytest.approx([0.28, 0.14, 0.22])}
+    assert low.status.value == "admitted" and low.timings["remeasured"] == 2
+    assert "node 2: draws [0.34, 0.27, 0.31]" in res.output and "held-out draws: hidden_quality" in res.output
+    # a node without a score is refused with the reason; so is a node that does not exist
+    for ref, reason in (("3", "node 3 is invalid without a score"), ("7", "no node '7' (ids 0..3, or 'best')")):
+        res = CliRunner().invoke(cli, ["remeasure", str(tmp_path / "campaign.toml"), ref])
+        assert res.exit_code != 0 and reason in str(res.exception)

@@ -12,6 +12,7 @@ from orchestrator.cli.archive_cmds import archive, status
 from orchestrator.cli.evaluator_cmds import eval_cmd, evaluators
 from orchestrator.cli.init_cmd import init
 from orchestrator.cli.model_cmds import model
+from orchestrator.cli.remeasure_cmd import remeasure
 from orchestrator.cli.report_cmd import report
 from orchestrator.cli.run_cmd import run
 from orchestrator.cli.ui_cmds import plot, ui
@@ -25,7 +26,7 @@ def cli() -> None:
     """Darwin-Gödel-style self-improvement campaigns."""
 
 
-for command in (init, run, status, report, archive, evaluators, eval_cmd, model, sandbox, ui, plot):
+for command in (init, run, remeasure, status, report, archive, evaluators, eval_cmd, model, sandbox, ui, plot):
     cli.add_command(command)
 
 
