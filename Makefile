@@ -41,7 +41,7 @@ model: setup
 	$(BIN)/dgm model fetch
 
 test: setup model
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 # A fresh campaign in $(DEMO)/ (or a resumed one, if it is there), then the best node and its lineage.
 demo: setup model
