@@ -3,7 +3,9 @@ proxy. Real sandbox (bwrap), real proxy on a Unix socket, scripted model over re
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -185,6 +187,36 @@ def test_one_self_step_of_a_campaign_with_the_seed_improver(tmp_path):
         diff = archive.diff(valid[0].id)
         assert "0.29 *" in diff or "TRIES = 3" in diff
         assert archive.check() == []
+
+
+def test_the_seed_improver_asks_for_one_definition_and_repairs_a_cut_off_answer_in_the_same_conversation():
+    # the seed improver names one definition of a file; a cut-off answer goes back with the reason,
+    # and the repaired answer (that definition alone, with a new import) is merged into the file
+    def respond(request):
+        asked = re.search(r"Propose ONE focused improvement to `(\w+)` in (\S+)\.", request["messages"][1]["content"])
+        name = asked.group(1)
+        if len(request["messages"]) == 2:
+            return Reply(f"Shorter.\n```python\ndef {name}(*args, **kwargs):\n    return [", 300, 1200, "length")
+        return Reply(f"Shorter.\n```python\nimport math\n\n\ndef {name}(*args, **kwargs):\n"
+                     "    return math.floor(1.5)  # the repaired one\n```", 400, 60)
+
+    with ScriptedFMServer([], responder=respond) as srv:
+        p = run_self(srv, seed_tree())
+        requests = srv.requests
+    assert len(requests) == 2
+    first, repair = requests
+    assert repair["messages"][:2] == first["messages"]  # the same conversation, continued
+    assert "cut off" in repair["messages"][-1]["content"]
+    assert p.valid, p.error
+    (path, new), = p.files.items()
+    name = re.search(r"improvement to `(\w+)` in", first["messages"][1]["content"]).group(1)
+    old = seed_tree()[path].decode()
+    assert "import math" in new and f"def {name}(*args, **kwargs):\n    return math.floor(1.5)" in new
+    assert new.count(f"def {name}(") == 1  # replaced, not added
+    # the rest of the file is kept: every other top-level statement is still there, as it was
+    kept = [ast.get_source_segment(old, n) for n in ast.parse(old).body if getattr(n, "name", None) != name]
+    assert kept and all(segment in new for segment in kept)
+    compile(new, path, "exec")
 
 
 def test_the_public_record_never_holds_private_metrics():

@@ -1,9 +1,11 @@
 """This agent's improver: it writes the agent's next version (dgm's ``self`` operator runs it).
 
 It reads the task and the agent's public results (``DGM_RECORD``), picks one file of the agent
-(now and then one of its own files: the improver may improve itself), asks the model for one
-change, applies it, checks that it compiles, and tries again once with the error if not. It edits
-the agent in place (``DGM_AGENT``); the tree it leaves behind is the child.
+(now and then one of its own files: the improver may improve itself) and one function or class in
+it, asks the model for a new version of that definition, merges it in, checks that it compiles,
+and, if the answer is unusable (cut off, no code, does not parse, no change), tells the model why in
+the same conversation and asks again. It edits the agent in place (``DGM_AGENT``); the tree it
+leaves behind is the child.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import improver_kit as kit
 
 SELF_SHARE = 0.15  # how often it works on its own code instead of the program
-TRIES = 2  # answers asked for before giving up
+TRIES = 3  # answers asked for before giving up: the first, then repairs told what was wrong
 
 
 def main() -> int:
@@ -30,15 +32,17 @@ def main() -> int:
     about_itself = rng.random() < SELF_SHARE
     path = rng.choice([p for p in own if (agent / p).is_file()] if about_itself else manifest["editable"])
     old = (agent / path).read_text()
-    error = ""
+    function = kit.pick_function(old, rng)
+    messages = kit.build_prompt(record, path, old, about_itself=about_itself, function=function)
     for attempt in range(TRIES):
-        messages = kit.build_prompt(record, path, old, about_itself=about_itself, error=error)
         try:
-            answer = kit.ask(messages, seed=rng.randrange(2**31))
+            answer, finish = kit.chat(messages, seed=rng.randrange(2**31))
         except kit.BudgetSpent as e:
             print(f"stopped: {e}")
             return 0
         try:
+            if finish == "length":
+                raise ValueError("the answer was cut off before its end (too long)")
             new = kit.apply_answer(old, answer)
             if new.strip() == old.strip():
                 raise ValueError("the change is identical to the current file")
@@ -46,9 +50,11 @@ def main() -> int:
         except (ValueError, SyntaxError) as e:
             error = f"{type(e).__name__}: {e}"
             print(f"answer {attempt + 1} unusable: {error}")
+            # the same conversation goes on, so the model sees what it wrote and why it failed
+            messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": kit.repair_request(error)}]
             continue
         (agent / path).write_text(new)
-        print(f"changed {path}: {answer.strip().splitlines()[0][:120] if answer.strip() else ''}")
+        print(f"changed {path}{f' ({function})' if function else ''}: {answer.strip().splitlines()[0][:120] if answer.strip() else ''}")
         return 0
     print(f"no usable change to {path} after {TRIES} answers")
     return 0

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import textwrap
 
 SEARCH_RE = re.compile(r"<{5,9}\s*SEARCH[^\n]*\n(.*?)\n?={5,9}[^\n]*\n(.*?)\n?>{5,9}\s*REPLACE", re.DOTALL)
 FENCE_RE = re.compile(r"```[ \t]*[\w+.-]*[^\n]*\n(.*?)(?:\n```|\Z)", re.DOTALL)
@@ -33,8 +34,8 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
-def ask(messages: list[dict], *, temperature: float = 0.7, seed: int | None = None, timeout: float = 900) -> str:
-    """One chat completion through the sandbox's model socket."""
+def chat(messages: list[dict], *, temperature: float = 0.7, seed: int | None = None, timeout: float = 900) -> tuple[str, str]:
+    """One chat completion through the sandbox's model socket: (text, finish reason)."""
     body = {"messages": messages, "temperature": temperature, "max_tokens": int(os.environ.get("DGM_MAX_TOKENS", "1200"))}
     if seed is not None:
         body["seed"] = seed
@@ -49,11 +50,30 @@ def ask(messages: list[dict], *, temperature: float = 0.7, seed: int | None = No
         raise BudgetSpent(data.get("error", {}).get("message", "budget spent"))
     if resp.status != 200:
         raise RuntimeError(f"model call failed ({resp.status}): {data.get('error', {}).get('message', data)}")
-    return data["choices"][0]["message"]["content"]
+    choice = data["choices"][0]
+    return choice["message"]["content"], choice.get("finish_reason") or ""
 
 
-def build_prompt(record: dict, path: str, code: str, *, about_itself: bool, error: str = "") -> list[dict]:
-    """The request for one change of ``path``, with the public results of this agent."""
+def ask(messages: list[dict], **kw) -> str:
+    """The text of one chat completion."""
+    return chat(messages, **kw)[0]
+
+
+def pick_function(code: str, rng) -> str | None:
+    """A top-level function or class of the file to work on (None if it has none). One definition
+    at a time keeps the answer short: a small model asked for a whole file of 100+ lines cuts it
+    off or breaks it."""
+    try:
+        defs = [n for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    except SyntaxError:
+        return None
+    sizable = [n.name for n in defs if n.end_lineno - n.lineno >= 2] or [n.name for n in defs]
+    return rng.choice(sizable) if sizable else None
+
+
+def build_prompt(record: dict, path: str, code: str, *, about_itself: bool, function: str | None = None) -> list[dict]:
+    """The request for one change of ``path`` (of its definition ``function``, when one is named),
+    with the public results of this agent."""
     parts = [f"## Task\n{record.get('task', '').strip()}"]
     score = record.get("score")
     parts.append(f"## Current file: {path} (agent score {'not scored' if score is None else f'{score:.4f}'})\n```python\n{code.rstrip()}\n```")
@@ -66,17 +86,27 @@ def build_prompt(record: dict, path: str, code: str, *, about_itself: bool, erro
     failed = record.get("failed_children") or []
     if failed:
         parts.append("## Earlier changes that FAILED (avoid them)\n" + "\n".join(f"- {f[:300]}" for f in failed[:3]))
-    if error:
-        parts.append(f"## Your previous answer could not be used\n{error}")
-    parts.append(
-        f"## Your answer\nPropose ONE focused improvement to {path}. First write one sentence saying what you change "
-        "and why. Then give SEARCH/REPLACE blocks whose SEARCH part is copied exactly from the current file:\n"
-        "<<<<<<< SEARCH\n(lines copied from the file)\n=======\n(their replacement)\n>>>>>>> REPLACE\n"
-        f"or the COMPLETE new {path} in one ```python code block."
-    )
+    if function:
+        parts.append(
+            f"## Your answer\nPropose ONE focused improvement to `{function}` in {path}. First write one sentence "
+            f"saying what you change and why. Then write the complete new `{function}` in ONE ```python code block: "
+            "only that definition, with any new helper function or import it needs. Do not repeat the rest of the file."
+        )
+    else:
+        parts.append(
+            f"## Your answer\nPropose ONE focused improvement to {path}. First write one sentence saying what you change "
+            "and why. Then give SEARCH/REPLACE blocks whose SEARCH part is copied exactly from the current file:\n"
+            "<<<<<<< SEARCH\n(lines copied from the file)\n=======\n(their replacement)\n>>>>>>> REPLACE"
+        )
     system = ("You are an expert Python programmer who improves programs step by step. Keep every function the "
               "rest of the program calls, keep return types, and never fake results.")
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def repair_request(reason: str) -> str:
+    """The follow-up when an answer could not be used: the reason, and what to send instead."""
+    return (f"Your answer could not be used: {reason}\n"
+            "Answer again with a short, complete code block (only the definition you change) that fixes this.")
 
 
 def apply_answer(old: str, answer: str) -> str:
@@ -108,23 +138,38 @@ def apply_answer(old: str, answer: str) -> str:
 
 
 def _names(source: str) -> set[str]:
+    """Every name the file binds at its top level (definitions, imports, assignments): a block that
+    binds all of the old file's is the whole new file, anything less is merged by name."""
     try:
-        tree = ast.parse(source)
+        tree = ast.parse(textwrap.dedent(source))
     except SyntaxError:
         return set()
-    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    names = set()
+    for n in tree.body:
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in n.names)
+        elif isinstance(n, (ast.Assign, ast.AnnAssign)):
+            targets = n.targets if isinstance(n, ast.Assign) else [n.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
 
 
 def _merge(old: str, block: str) -> str:
-    """Replace the old file's functions that ``block`` redefines, by name."""
+    """Replace the old file's definitions that ``block`` redefines, by name; its new definitions go
+    at the end and its new imports after the file's own."""
+    block = textwrap.dedent(block)
     try:
-        new_defs = {n.name: n for n in ast.parse(block).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        body = ast.parse(block).body
     except SyntaxError as e:
         raise ValueError(f"the code block does not parse: {e}") from None
+    new_defs = {n.name: n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
     if not new_defs:
         raise ValueError("the code block is not the whole file and defines no function")
     lines, src = old.splitlines(), block.splitlines()
-    for node in sorted(ast.parse(old).body, key=lambda n: -n.lineno):
+    old_body = ast.parse(old).body
+    for node in sorted(old_body, key=lambda n: -n.lineno):
         if getattr(node, "name", None) in new_defs:
             d = new_defs.pop(node.name)
             start = min([node.lineno] + [x.lineno for x in node.decorator_list]) - 1
@@ -133,4 +178,10 @@ def _merge(old: str, block: str) -> str:
     for d in new_defs.values():  # new helpers go at the end
         dstart = min([d.lineno] + [x.lineno for x in d.decorator_list]) - 1
         lines += ["", ""] + src[dstart:d.end_lineno]
+    have = {line.strip() for line in old.splitlines()}
+    imports = [line for n in body if isinstance(n, (ast.Import, ast.ImportFrom))
+               for line in src[n.lineno - 1:n.end_lineno] if line.strip() not in have]
+    if imports:  # after the file's last top-level import (or at the top)
+        at = max((n.end_lineno for n in old_body if isinstance(n, (ast.Import, ast.ImportFrom))), default=0)
+        lines[at:at] = imports
     return "\n".join(lines) + "\n"
