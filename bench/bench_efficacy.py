@@ -9,6 +9,7 @@ first improvement. `--summary` prints the median and spread over seeds per (suit
 Run:  .venv/bin/python bench/bench_efficacy.py --suite optimizer --seed 0 --iterations 10
       .venv/bin/python bench/bench_efficacy.py --summary
       .venv/bin/python bench/bench_efficacy.py --rescore   # reports rebuilt from the kept run dirs
+      .venv/bin/python bench/bench_efficacy.py --from-run DIR/camp/run --commit C   # a run stopped early
 """
 
 from __future__ import annotations
@@ -70,6 +71,23 @@ def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep:
     return {
         "suite": suite, "random_seed": seed, "iterations": iterations, "mix": cfg.mutation.operators, "commit": commit,
         "stages": cfg.evaluator.stages, "wall_s": round(wall, 1), "run_dir": str(root / "camp" / "run") if keep else None,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **report,
+    }
+
+
+def entry_of_run(run_dir: Path, commit: str | None) -> dict:
+    """The entry of a kept run that ``run_one`` did not finish recording: a campaign stopped before
+    its iterations (a deadline, Ctrl-C) or resumed with ``dgm run``. Its config and wall time come
+    from the run; the commit is the one given (the code the campaign ran), else HEAD's."""
+    with Archive.open(run_dir, readonly=True) as archive:
+        cfg = json.loads(archive.get_meta("config") or "{}")
+        wall = float(archive.get_meta("wall_s", "0") or 0)
+    suite = cfg["evaluator"]["name"]
+    report = report_of(run_dir, cfg.get("admission", {}).get("confidence", 2.0), suite)
+    return {
+        "suite": suite, "random_seed": cfg["campaign"]["random_seed"], "iterations": report["iterations"],
+        "mix": cfg["mutation"]["operators"], "commit": commit or _commit(), "stages": cfg["evaluator"]["stages"],
+        "wall_s": round(wall, 1), "run_dir": str(run_dir), "recorded_from_run": True,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **report,
     }
 
@@ -140,6 +158,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="keep the campaign under this directory")
     ap.add_argument("--summary", action="store_true")
     ap.add_argument("--rescore", action="store_true", help="rebuild the reports of kept runs")
+    ap.add_argument("--from-run", type=Path, help="append the result of this kept run directory (a campaign stopped early)")
+    ap.add_argument("--commit", help="with --from-run: the commit the campaign ran")
     args = ap.parse_args()
     entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     if args.summary:
@@ -149,7 +169,10 @@ def main() -> None:
         print(f"rebuilt {rescore(entries)} of {len(entries)} reports")
         RESULTS.write_text(json.dumps(entries, indent=1, default=str) + "\n")
         return
-    entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep)
+    if args.from_run:
+        entry = entry_of_run(args.from_run.resolve(), args.commit)
+    else:
+        entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep)
     entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []  # as it is now, after the campaign
     entries.append(entry)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
