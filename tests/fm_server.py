@@ -204,21 +204,13 @@ def _make_handler(server: ScriptedFMServer) -> type[BaseHTTPRequestHandler]:
             elif isinstance(step, Garbage):
                 self._send_bytes(200, step.raw, step.content_type, {})
             elif isinstance(step, Stall):
-                data = json.dumps(server._completion_json(step.then)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
+                data = self._start_body(step.then)
                 self.wfile.write(data[: step.sent])
                 self.wfile.flush()
                 server._closing.wait()  # never the rest: the client's read deadline must fire
                 self.close_connection = True
             elif isinstance(step, Trickle):
-                data = json.dumps(server._completion_json(step.then)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
+                data = self._start_body(step.then)
                 try:
                     for i in range(len(data)):
                         self.wfile.write(data[i : i + 1])
@@ -230,6 +222,15 @@ def _make_handler(server: ScriptedFMServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
             else:
                 raise TypeError(f"unknown step {step!r}")
+
+        def _start_body(self, reply: "Reply") -> bytes:
+            """Send a 200's headers for ``reply``'s completion; return its body, not yet sent."""
+            data = json.dumps(server._completion_json(reply)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            return data
 
         def _send(self, code: int, body, headers: dict | None = None) -> None:
             if isinstance(body, (dict, list)):

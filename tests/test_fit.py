@@ -33,16 +33,21 @@ def test_substitute_replaces_each_literal_at_its_place():
     assert "3.0 * x" in whole and "-1.25" in whole  # a float stays a float; the others are untouched
 
 
-def test_a_fit_step_evaluates_trials_and_keeps_them_on_the_child(tmp_path, monkeypatch):
+def one_fit(tmp_path, monkeypatch, fit_settings: str) -> list:
+    """A campaign of one fit step on circle packing; its nodes. Asserts that no model was called."""
     monkeypatch.setenv("DGM_TEST_KEY", "k")
     with ScriptedFMServer([], default=Reply("unused")) as srv:
         cfg = load_config(write_config(tmp_path, srv.base_url, iterations=1, operators="{ fit = 1.0 }",
-                                       extra="[mutation.fit]\nevaluations = 16\n"))
+                                       extra=f"[mutation.fit]\n{fit_settings}"))
         with FMClient.from_config(cfg.fm) as fm:
             Campaign(cfg, tmp_path / "run", fm).run()
         assert srv.requests == []  # fit calls no model
     with Archive.open(tmp_path / "run", readonly=True) as archive:
-        seed, child = archive.nodes()
+        return archive.nodes()
+
+
+def test_a_fit_step_evaluates_trials_and_keeps_them_on_the_child(tmp_path, monkeypatch):
+    seed, child = one_fit(tmp_path, monkeypatch, "evaluations = 16\n")
     assert child.operator == "fit" and child.fm_model == "" and child.status.finished
     record = json.loads(child.response)
     trials = record["trials"]
@@ -62,14 +67,7 @@ def test_a_fit_step_evaluates_trials_and_keeps_them_on_the_child(tmp_path, monke
 
 
 def test_a_fit_with_a_time_budget_starts_no_generation_after_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("DGM_TEST_KEY", "k")
-    with ScriptedFMServer([], default=Reply("unused")) as srv:
-        cfg = load_config(write_config(tmp_path, srv.base_url, iterations=1, operators="{ fit = 1.0 }",
-                                       extra="[mutation.fit]\nevaluations = 400\nseconds = 0.01\n"))
-        with FMClient.from_config(cfg.fm) as fm:
-            Campaign(cfg, tmp_path / "run", fm).run()
-    with Archive.open(tmp_path / "run", readonly=True) as archive:
-        child = archive.nodes()[1]
+    child = one_fit(tmp_path, monkeypatch, "evaluations = 400\nseconds = 0.01\n")[1]
     record = json.loads(child.response)
     # one generation (8 trials) always runs; by then the 0.01 s were spent, so no second one started
     assert record["stopped_by"] == "seconds" and len(record["trials"]) == 8 + 1
