@@ -2,7 +2,6 @@
 
 import ast
 import threading
-import time
 
 import pytest
 
@@ -20,27 +19,27 @@ def test_parse_and_compile_behave_like_the_standard_library():
 
 
 def test_no_two_threads_build_a_tree_at_once(monkeypatch):
-    inside, most = 0, 0
-    guard = threading.Lock()
-    real = ast.parse
+    # each build waits (with a deadline) for a second build to be inside at the same time: unserialised
+    # builds meet there; serialised ones never do, and each wait runs out instead
+    meet = threading.Barrier(2)
+    met, real = [], ast.parse
 
-    def slow_parse(source, filename="<unknown>"):
-        nonlocal inside, most
-        with guard:
-            inside += 1
-            most = max(most, inside)
-        time.sleep(0.01)  # hold the build long enough that an unserialised caller would overlap
-        with guard:
-            inside -= 1
-        return real(source, filename)
+    def meeting_parse(source, *args, **kwargs):
+        try:
+            meet.wait(timeout=0.5)
+            met.append(True)
+        except threading.BrokenBarrierError:
+            meet.reset()
+        return real(source, *args, **kwargs)
 
-    monkeypatch.setattr(ast, "parse", slow_parse)
-    threads = [threading.Thread(target=lambda: [syntax.parse("x = 1") for _ in range(5)]) for _ in range(4)]
+    monkeypatch.setattr(ast, "parse", meeting_parse)
+    threads = [threading.Thread(target=syntax.parse, args=("x = 1",)) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert most == 1
+    monkeypatch.undo()
+    assert met == []
 
 
 def test_a_spurious_recursion_depth_error_is_tried_once_more(monkeypatch):
