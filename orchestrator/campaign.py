@@ -39,6 +39,7 @@ from orchestrator.mutation.operators import Operator, Proposal, Sampling
 from orchestrator.mutation.prompts import ProposalContext
 from orchestrator.plan import CampaignPlan
 from orchestrator.verdict import judge
+from sandboxes import stop_all
 
 __all__ = ["Campaign", "CampaignError", "Stats"]
 
@@ -151,7 +152,11 @@ class Campaign:
             return self.stats
         except KeyboardInterrupt:
             interrupted = True
-            self.stats.stop_reason = "interrupted: nodes in flight are re-evaluated on resume"
+            # end the sandboxed runs in flight (evaluations, improvers) now: their threads are
+            # joined at exit, and nothing they would return is recorded any more
+            stopped = stop_all()
+            self.stats.stop_reason = (f"interrupted: {stopped} sandboxed runs in flight ended; "
+                                      "their nodes are re-evaluated on resume")
             raise
         except (OSError, sqlite3.OperationalError) as e:
             if not _disk_full(e):

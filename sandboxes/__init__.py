@@ -23,10 +23,11 @@ from .base import (
     SandboxError,
     python_ro_paths,
 )
+from ._runner import allow_runs, stop_all
 from .factory import available_backends, make_sandbox
 
 __all__ = [
     "LIMIT_CPU", "LIMIT_DISK", "LIMIT_FILE_SIZE", "LIMIT_MEMORY", "LIMIT_OUTPUT", "LIMIT_PIDS", "LIMIT_TIMEOUT",
     "Limits", "RunResult", "Sandbox", "SandboxError", "python_ro_paths", "available_backends",
-    "make_sandbox",
+    "make_sandbox", "stop_all", "allow_runs",
 ]

@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,64 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 POLL_S = 0.05
 REAPER_GRACE_S = 2.0  # how long the subreaper wrapper gets to kill its adopted orphans
 from ._reaper import _descendants as _reaper_descendants  # noqa: E402
+
+
+# ---- every run of this process, so that an interrupted campaign can end them at once ---------
+# A campaign's evaluation threads are joined when the process exits, so without this Ctrl-C waits
+# for every sandboxed run in flight (minutes). Each entry holds a pidfd, which names exactly that
+# process even if its pid is reaped and reused meanwhile.
+_live_lock = threading.Lock()
+_live: dict[int, tuple[int, object, bool]] = {}  # pid -> (pidfd, cgroup or None, under the reaper)
+_stopping = threading.Event()
+
+
+def stop_all() -> int:
+    """End every sandboxed run of this process now and refuse new ones (Ctrl-C on a campaign).
+
+    Each run then returns as a killed run, through its usual clean-up. Returns how many runs it
+    ended. :func:`allow_runs` undoes the refusal, for a process that goes on.
+    """
+    _stopping.set()
+    with _live_lock:
+        for pidfd, cg, reaper in _live.values():
+            try:  # the reaper wrapper kills the descendants it adopted on SIGTERM
+                signal.pidfd_send_signal(pidfd, signal.SIGTERM if reaper else signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if cg is not None:
+                cg.kill_all()
+        return len(_live)
+
+
+def stopping() -> bool:
+    """Whether :func:`stop_all` was called (backends that wait in their own loop poll this)."""
+    return _stopping.is_set()
+
+
+def allow_runs() -> None:
+    """Take back :func:`stop_all`'s refusal of new runs."""
+    _stopping.clear()
+
+
+def _track(pid: int, cg, reaper: bool) -> int | None:
+    """Register a started run for :func:`stop_all`; if it was called meanwhile, end the run now."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+    with _live_lock:
+        _live[pid] = (pidfd, cg, reaper)
+    if _stopping.is_set():
+        stop_all()
+    return pidfd
+
+
+def _untrack(pid: int, pidfd: int | None) -> None:
+    if pidfd is None:
+        return
+    with _live_lock:
+        _live.pop(pid, None)
+    os.close(pidfd)
 
 _REAPER = str(Path(__file__).with_name("_reaper.py"))
 
@@ -201,6 +260,10 @@ def execute(
     extra: dict | None = None,
 ) -> RunResult:
     """Run ``spawn`` under ``limits``; always leaves no process and no cgroup behind."""
+    if _stopping.is_set():
+        for fd in (*spawn.pass_fds, *(spawn.handshake or ())):
+            os.close(fd)
+        raise SandboxError("this process is stopping (interrupted): it starts no new sandboxed run")
     support = _cgroups.support() if use_cgroups is not False else None
     if use_cgroups and support is None:
         raise SandboxError("cgroups were required but none is writable here: run as root on a "
@@ -226,6 +289,7 @@ def execute(
     cg_fds: list[int] = []
     out = err = None
     proc = None
+    tracked = None
     reaper = False
     try:
         handshake = spawn.handshake is not None
@@ -260,6 +324,7 @@ def execute(
             cg_fds = []
             for fd in spawn.pass_fds:  # the child holds its ends now
                 os.close(fd)
+        tracked = _track(proc.pid, cg, reaper)
         if handshake:
             _release_paused(proc.pid, spawn.handshake, cg, rl, t0 + limits.wall_s)
         spawned = time.monotonic()
@@ -287,6 +352,8 @@ def execute(
                           stream_sizes=(out_size, err_size))
         return RunResult(rc, stdout, stderr, wall, limit, backend, spawned - t0, info)
     finally:
+        if proc is not None:
+            _untrack(proc.pid, tracked)
         if proc is not None and proc.returncode is None:  # interrupted (KeyboardInterrupt, bug)
             _kill_tree(proc.pid, cg, reaper)
             try:

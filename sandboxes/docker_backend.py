@@ -541,6 +541,8 @@ class DockerSandbox(Sandbox):
             except Exception:  # the wait request itself timed out or broke: treat as the clock
                 timed_out = time.monotonic() >= deadline - 0.5
                 break
+            if _runner.stopping():  # the campaign was interrupted: end the run now
+                break
             if cpu_file is None:
                 cpu_file = _cgroup_cpu_file(container.id)
             used = _cpu_seconds(cpu_file)

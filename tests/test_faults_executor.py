@@ -159,3 +159,48 @@ def test_a_candidate_killed_mid_evaluation_ends_recorded_and_the_campaign_goes_o
         assert admitted <= {n.id for n in nodes if n.status == NodeStatus.ADMITTED}  # nothing admitted is lost
         assert archive.get(1).status == victim.status  # a recorded verdict is not re-opened
         assert archive.check() == []
+
+
+def test_ctrl_c_ends_the_evaluations_in_flight_at_once_and_leaves_their_node_to_the_resume(tmp_path):
+    """Ctrl-C on `dgm run` while a candidate runs for minutes: the process exits within seconds,
+    the candidate's processes are gone, and the node is left for the resume to evaluate again.
+    Before, the exit waited for every sandboxed run in flight (its thread is joined at exit)."""
+    import subprocess
+    import sys
+    import time
+
+    marker = f"ctrl-c-{uuid.uuid4().hex}"
+    with ScriptedFMServer([Reply(rewrite(slow_grid(marker, seconds=600)))]) as srv:
+        config = write_config(tmp_path, srv.base_url, iterations=1, workers=1, eval_timeout_s=900, timeout_s=150)
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(config), "--no-live"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            seen: list[int] = []
+
+            def candidate_runs() -> bool:
+                workdir = marked_dir(marker)
+                seen[:] = pids_in(workdir) if workdir is not None else []
+                return bool(seen)
+
+            wait_for(candidate_runs, "the slow candidate to start", 180)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+            took = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130 and ("aborted" in err or "interrupted" in err), err
+    assert took < 30, f"dgm run took {took:.0f} s to stop after Ctrl-C"
+
+    def running(pid: int) -> bool:  # a zombie waiting for its reaper is not running
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    wait_for(lambda: not any(map(running, seen)), f"the candidate's processes {seen} to be gone", 10)
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        assert archive.check() == []
+        node = archive.get(1)
+        assert node is not None and not node.status.finished, node  # no verdict from a killed run
