@@ -199,13 +199,15 @@ class Campaign:
                 before = node.private_draws or {k: [v] for k, v in node.private_metrics.items()}
                 private = {k: [*v, *(float(r.private_metrics[k]) for r in done)] for k, v in before.items()
                            if all(k in r.private_metrics for r in done)}
-                used = [r.fm_usage for r in done]
-                timings = {**node.timings, "remeasured": node.timings.get("remeasured", 0.0) + len(done)}
+            timings = {**node.timings, "remeasured": node.timings.get("remeasured", 0.0) + len(done),
+                       "remeasure_failed": node.timings.get("remeasure_failed", 0.0) + len(failed)}
+            usage = _with_evaluation_fm_usage(node, results, timings)  # a failed draw's calls were made too
+            if done:
                 node = self._record(self.archive.update_node(
                     node.id, draws=scores, score=sum(scores) / len(scores), private_draws=private, timings=timings,
-                    prompt_tokens=node.prompt_tokens + sum(u.get("prompt_tokens", 0) for u in used),
-                    completion_tokens=node.completion_tokens + sum(u.get("completion_tokens", 0) for u in used),
-                ))
+                    **usage))
+            else:
+                node = self._record(self.archive.update_node(node.id, timings=timings, **usage))
             return node, failed
         finally:
             self.executor.shutdown(wait=True)
@@ -523,17 +525,7 @@ class Campaign:
             score=score, draws=draws if score is not None else [], feedback=result.feedback,
             private_draws=_private_draws(pending.draws) if score is not None else {},
         )
-        calls = sum(d.fm_usage.get("calls", 0) for d in pending.draws)
-        if calls:  # the candidate's own model calls while evaluated are the node's too
-            used = pending.draws
-            fields.update(
-                prompt_tokens=node.prompt_tokens + sum(d.fm_usage.get("prompt_tokens", 0) for d in used),
-                completion_tokens=node.completion_tokens + sum(d.fm_usage.get("completion_tokens", 0) for d in used),
-                cost_usd=node.cost_usd + sum(d.fm_usage.get("cost_usd", 0.0) for d in used),
-                fm_model=node.fm_model or next(d.fm_usage["model"] for d in used if d.fm_usage.get("calls")),
-            )
-            timings["fm_calls"] = timings.get("fm_calls", 1.0 if node.fm_model else 0.0) + calls
-            timings["eval_fm_calls"] = float(calls)
+        fields.update(_with_evaluation_fm_usage(node, pending.draws, timings))
         timings["archive_s"] = timings.get("archive_s", 0.0) + (time.perf_counter() - t0)
         self._record(self.archive.update_node(node_id, timings=timings, **fields))
         shown = "" if score is None else f" score {score:.4f}" + (f" (mean of {len(draws)})" if len(draws) > 1 else "")
@@ -611,6 +603,22 @@ def _private_draws(draws: list[EvaluationResult]) -> dict[str, list[float]]:
 def _first_failing(draws: list[EvaluationResult]) -> EvaluationResult | None:
     """The first evaluation that did not complete (its verdict is the node's), if any."""
     return next((d for d in draws if not d.complete), None)
+
+
+def _with_evaluation_fm_usage(node: Node, draws: list[EvaluationResult], timings: dict[str, float]) -> dict[str, Any]:
+    """The node's token, cost and model fields once ``draws`` are added: a candidate's own FM calls
+    while it is evaluated (the coding agent's) are the node's too. Adds their count to ``timings``."""
+    calls = sum(d.fm_usage.get("calls", 0) for d in draws)
+    if not calls:
+        return {}
+    timings["fm_calls"] = timings.get("fm_calls", 1.0 if node.fm_model else 0.0) + calls
+    timings["eval_fm_calls"] = timings.get("eval_fm_calls", 0.0) + calls
+    return dict(
+        prompt_tokens=node.prompt_tokens + sum(d.fm_usage.get("prompt_tokens", 0) for d in draws),
+        completion_tokens=node.completion_tokens + sum(d.fm_usage.get("completion_tokens", 0) for d in draws),
+        cost_usd=node.cost_usd + sum(d.fm_usage.get("cost_usd", 0.0) for d in draws),
+        fm_model=node.fm_model or next(d.fm_usage["model"] for d in draws if d.fm_usage.get("calls")),
+    )
 
 
 def _summed_timings(draws: list[EvaluationResult]) -> dict[str, float]:

@@ -162,7 +162,7 @@ def test_remeasure_adds_draws_on_new_seeds_to_a_known_program(noisy_campaign, tm
     # its first draw was on the run's first evaluation seed; the new ones are on the next two
     assert low.draws == pytest.approx([0.34, 0.27, 0.31]) and low.score == pytest.approx(0.3066667)
     assert low.private_draws == {"hidden_quality": pytest.approx([0.28, 0.14, 0.22])}
-    assert low.status.value == "admitted" and low.timings["remeasured"] == 2
+    assert low.status.value == "admitted" and low.timings["remeasured"] == 2 and low.timings["remeasure_failed"] == 0
     assert "node 2: draws [0.34, 0.27, 0.31]" in res.output and "held-out draws: hidden_quality" in res.output
     # a node without a score is refused with the reason; so is a node that does not exist
     for ref, reason in (("3", "node 3 is invalid without a score"), ("7", "no node '7' (ids 0..3, or 'best')")):
