@@ -160,6 +160,7 @@ def main() -> None:
     ap.add_argument("--rescore", action="store_true", help="rebuild the reports of kept runs")
     ap.add_argument("--from-run", type=Path, help="append the result of this kept run directory (a campaign stopped early)")
     ap.add_argument("--commit", help="with --from-run: the commit the campaign ran")
+    ap.add_argument("--note", help="with --from-run: how the run went (stops, resumes, what ran beside it); its wall time covers only the last run")
     args = ap.parse_args()
     entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     if args.summary:
@@ -171,6 +172,8 @@ def main() -> None:
         return
     if args.from_run:
         entry = entry_of_run(args.from_run.resolve(), args.commit)
+        if args.note:
+            entry["wall_note"] = args.note
     else:
         entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep)
     entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []  # as it is now, after the campaign
