@@ -219,6 +219,30 @@ def test_the_seed_improver_asks_for_one_definition_and_repairs_a_cut_off_answer_
     compile(new, path, "exec")
 
 
+def test_an_answer_that_looks_like_the_whole_improver_but_drops_its_main_guard_is_merged_by_name():
+    # seen in the coding campaign: asked for a function of improve.py, the model answered the whole
+    # file without its docstring and its `if __name__ == "__main__":` guard. Taken as the file, the
+    # child's improver defined main() and never ran it, so each of its children came back unchanged.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kit_under_test", TEMPLATE_SEED / "improver_kit.py")
+    kit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kit)
+    old = (TEMPLATE_SEED / "improve.py").read_text()
+    tree = ast.parse(old)
+    guard = next(n for n in tree.body if isinstance(n, ast.If))
+    body = [n for n in tree.body[1:] if n is not guard]  # no docstring, no guard
+    main = next(n for n in body if getattr(n, "name", None) == "main")
+    main.body.insert(0, ast.parse("print('the new main')").body[0])
+    answer = "Print first.\n```python\n" + ast.unparse(ast.Module(body=body, type_ignores=[])) + "\n```"
+    new = kit.apply_answer(old, answer)
+    assert ast.get_source_segment(old, guard) in new and "print('the new main')" in new
+    assert new.count("def main(") == 1 and new.startswith('"""')
+    # a whole file that keeps the guard is still taken as it is
+    whole = ast.unparse(tree).replace("def main() -> int:", "def main() -> int:\n    print('whole')", 1)
+    assert kit.apply_answer(old, f"All.\n```python\n{whole}\n```").strip() == whole.strip()
+
+
 def test_the_public_record_never_holds_private_metrics():
     from archive import Node
 

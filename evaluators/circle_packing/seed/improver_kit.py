@@ -134,7 +134,27 @@ def apply_answer(old: str, answer: str) -> str:
     if not blocks:
         raise ValueError("no SEARCH/REPLACE block and no code block in the answer")
     block = max(blocks, key=len)
-    return block if _names(old) <= _names(block) else _merge(old, block)
+    return block if _is_whole_file(old, block) else _merge(old, block)
+
+
+def _is_whole_file(old: str, block: str) -> bool:
+    """Whether ``block`` is the whole new file: it binds every name the old file binds and keeps its
+    other top-level statements (an ``if __name__ == "__main__":`` guard). A block that looks whole
+    but drops the guard is merged by name instead: taken as the file, it would leave a program that
+    defines ``main`` and never runs it."""
+    return _names(old) <= _names(block) and _statements(old) <= _statements(block)
+
+
+def _statements(source: str) -> set[str]:
+    """The file's top-level statements that bind no name (the docstring aside), as syntax trees."""
+    try:
+        tree = ast.parse(textwrap.dedent(source))
+    except SyntaxError:
+        return set()
+    binding = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom, ast.Assign,
+               ast.AnnAssign)
+    return {ast.dump(n) for i, n in enumerate(tree.body) if not isinstance(n, binding)
+            and not (i == 0 and isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))}
 
 
 def _names(source: str) -> set[str]:
