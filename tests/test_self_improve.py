@@ -154,7 +154,9 @@ def test_an_unchanged_tree_a_broken_manifest_and_a_crash_are_invalid_with_the_re
         broken = run_self(srv, seed_tree(
             "import os, pathlib\n(pathlib.Path(os.environ['DGM_AGENT']) / 'agent.toml').write_text('[agent]\\n')\n"))
         crash = run_self(srv, seed_tree("raise RuntimeError('improver bug')\n"))
+        silent = run_self(srv, seed_tree("def main():\n    print('never runs')\n"))  # lost its main guard
     assert unchanged.error == "the improver left the tree unchanged"
+    assert silent.error.startswith("the improver left the tree unchanged without a model call or any output")
     assert broken.error.startswith("the improver broke the manifest")
     assert "exit code 1" in crash.error and "improver bug" in crash.error and "improver bug" in crash.response
 

@@ -119,7 +119,7 @@ class SelfImproveOperator(Operator):
             # that its disk-quota file system, if the sandbox mounted one there, is released
             remove_tree(Path(tmp) / "work")
             remove_tree(tmp)
-        self._accept(ctx, child, proposal, usage)
+        self._accept(ctx, child, proposal, usage, silent=not (result.stdout.strip() or result.stderr.strip()))
         return proposal
 
     def _run(self, improver: str, work: Path, sock_dir: Path, sampling: Sampling):
@@ -143,10 +143,15 @@ class SelfImproveOperator(Operator):
                              t.cost_usd, 0.0, t.calls, proxy.refused)
 
     @staticmethod
-    def _accept(ctx: ProposalContext, child: dict[str, bytes], proposal: Proposal, usage: AttemptUsage) -> None:
+    def _accept(ctx: ProposalContext, child: dict[str, bytes], proposal: Proposal, usage: AttemptUsage,
+                silent: bool = False) -> None:
         """Make the proposal valid when the child is a usable agent that differs from its parent."""
         if child == ctx.tree:
             proposal.error = "the improver left the tree unchanged"
+            if not usage.calls and silent:
+                # e.g. an improver that lost its `if __name__ == "__main__":` guard: it no longer runs
+                proposal.error += (" without a model call or any output (does its improver still run? "
+                                   "see the parent's diff)")
             return
         try:
             parse_manifest(child.get(MANIFEST, b"").decode("utf-8", "replace"), child, source=f"the child's {MANIFEST}")
