@@ -88,6 +88,24 @@ def test_diff_operator_accepts_a_whole_file_but_not_an_unrelated_fragment():
         op.apply(SRC, "```python\ndef h(x):\n    return 2 * x\n```")
 
 
+def test_a_whole_looking_rewrite_that_drops_the_main_guard_is_merged_and_keeps_it():
+    from orchestrator.mutation.parsing import whole_or_merged
+
+    guard = 'if __name__ == "__main__":\n    print(f({}))\n'
+    src = SRC + "\n\n" + guard.format(1)
+    defs = "def f(x):\n    return 2 * x\n\n\ndef g():\n    return 3\n"
+
+    def answer(code: str) -> str:
+        return f"All of it.\n```python\n{code}```"
+
+    dropped = whole_or_merged(src, answer(defs))  # every name, but no guard: merged by name
+    assert "return 2 * x" in dropped and "return 3" in dropped and guard.format(1) in dropped
+    changed = whole_or_merged(src, answer(defs + "\n\n" + guard.format(2)))  # another guard: merged too
+    assert guard.format(1) in changed and guard.format(2) not in changed
+    same = whole_or_merged(src, answer(defs + "\n\n" + guard.format(1)))  # the whole file, taken as it is
+    assert same == defs + "\n\n" + guard.format(1)
+
+
 MERGE_SRC = '''"""doc"""
 import numpy as np
 

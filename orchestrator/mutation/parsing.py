@@ -307,10 +307,23 @@ def _closest(line: str, hits: list[int], src: list[str]) -> int | None:
 
 def complete_file(old: str, answer: str) -> str | None:
     """The answer's largest code block, when it is a whole file: it keeps every import, constant and
-    function of the parent (a "complete file" that lacks some is merged instead, never trusted)."""
+    function of the parent, and its other top-level statements (an ``if __name__ == "__main__":``
+    guard, a set-up call). A "complete file" that lacks some is merged instead, never trusted."""
     blocks = code_blocks(answer)
     largest = max(blocks, key=len) if blocks else ""
-    return largest + "\n" if blocks and module_names(old) <= module_names(largest) else None
+    whole = blocks and module_names(old) <= module_names(largest) and _loose(old) <= _loose(largest)
+    return largest + "\n" if whole else None
+
+
+def _loose(source: str) -> set[str]:
+    """The file's top-level statements that bind no name (the docstring aside), as syntax trees."""
+    try:
+        body = syntax.parse(source).body
+    except (SyntaxError, ValueError):
+        return set()
+    binding = (*DEFS, ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign)
+    return {ast.dump(n) for i, n in enumerate(body) if not isinstance(n, binding)
+            and not (i == 0 and isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))}
 
 
 def whole_or_merged(old: str, answer: str) -> str:
