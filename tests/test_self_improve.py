@@ -273,3 +273,33 @@ def test_archive_show_and_diff_present_a_self_step(tmp_path):
     assert "--- improver output ---" in show.stdout and "wrote improve.py" in show.stdout
     diff = subprocess.run([*dgm, "archive", "diff", str(tmp_path / "run"), "1"], capture_output=True, text=True)
     assert '-TAG = "v1"' in diff.stdout and '+TAG = "v2"' in diff.stdout  # the improver's own source changed
+
+
+def test_the_seed_improver_asks_for_a_real_change_when_an_answer_copies_or_renames_the_definition():
+    # the coding campaign's commonest unusable answers: the asked definition sent back unchanged
+    # (three times in one conversation), or under a new name that nothing calls
+    def respond(request):
+        asked = re.search(r"Propose ONE focused improvement to `(\w+)` in (\S+)\.", request["messages"][1]["content"])
+        name, path = asked.group(1), asked.group(2)
+        old = seed_tree()[path].decode()
+        same = ast.get_source_segment(old, next(n for n in ast.parse(old).body if getattr(n, "name", None) == name))
+        turn = len(request["messages"]) // 2
+        if turn == 1:
+            return Reply(f"Better.\n```python\n{same}\n```", 300, 100)
+        if turn == 2:
+            return Reply(f"Renamed.\n```python\n{same.replace(f'def {name}(', f'def {name}_v2(', 1)}\n```", 300, 100)
+        return Reply(f"Changed.\n```python\n{same}\n\n\ndef _helper_added():\n    return 1\n```", 300, 100)
+
+    with ScriptedFMServer([], responder=respond) as srv:
+        p = run_self(srv, seed_tree())
+        requests = srv.requests
+    assert len(requests) == 3
+    copied, renamed = requests[1]["messages"][-1]["content"], requests[2]["messages"][-1]["content"]
+    name = re.search(r"improvement to `(\w+)` in", requests[0]["messages"][1]["content"]).group(1)
+    assert f"The `{name}` you sent is the same as the current one" in copied
+    assert f"does not define `{name}`" in renamed
+    temps = [r["temperature"] for r in requests]
+    assert temps[0] < temps[1] == temps[2]  # a copy is answered by sampling more freely; a rename is not
+    assert p.valid, p.error
+    (path, new), = p.files.items()
+    assert "def _helper_added():" in new and f"def {name}_v2(" not in new

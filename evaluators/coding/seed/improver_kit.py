@@ -103,14 +103,20 @@ def build_prompt(record: dict, path: str, code: str, *, about_itself: bool, func
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
-def repair_request(reason: str) -> str:
+def repair_request(reason: str, function: str | None = None) -> str:
     """The follow-up when an answer could not be used: the reason, and what to send instead."""
+    if "identical" in reason:  # a small model tends to copy the code it was shown: ask for a change
+        what = f"`{function}`" if function else "code"
+        return (f"The {what} you sent is the same as the current one, so nothing would change. Change what it "
+                "does: one focused improvement that can raise the score, in ONE complete code block.")
     return (f"Your answer could not be used: {reason}\n"
             "Answer again with a short, complete code block (only the definition you change) that fixes this.")
 
 
-def apply_answer(old: str, answer: str) -> str:
-    """The file's new text from the model's answer (ValueError with a reason if unusable)."""
+def apply_answer(old: str, answer: str, function: str | None = None) -> str:
+    """The file's new text from the model's answer (ValueError with a reason if unusable). With
+    ``function`` (the definition asked for), a partial answer must define it: one that renamed it
+    would add a function nothing calls and leave the old one in place."""
     edits = SEARCH_RE.findall(answer)
     if edits:
         new = old
@@ -134,7 +140,12 @@ def apply_answer(old: str, answer: str) -> str:
     if not blocks:
         raise ValueError("no SEARCH/REPLACE block and no code block in the answer")
     block = max(blocks, key=len)
-    return block if _is_whole_file(old, block) else _merge(old, block)
+    if _is_whole_file(old, block):
+        return block
+    if function and function in _names(old) and function not in _names(block):
+        raise ValueError(f"the code block does not define `{function}`, the definition to change "
+                         "(keep its name: the rest of the program calls it by that name)")
+    return _merge(old, block)
 
 
 def _is_whole_file(old: str, block: str) -> bool:

@@ -34,24 +34,26 @@ def main() -> int:
     old = (agent / path).read_text()
     function = kit.pick_function(old, rng)
     messages = kit.build_prompt(record, path, old, about_itself=about_itself, function=function)
+    temperature = 0.7
     for attempt in range(TRIES):
         try:
-            answer, finish = kit.chat(messages, seed=rng.randrange(2**31))
+            answer, finish = kit.chat(messages, seed=rng.randrange(2**31), temperature=temperature)
         except kit.BudgetSpent as e:
             print(f"stopped: {e}")
             return 0
         try:
             if finish == "length":
                 raise ValueError("the answer was cut off before its end (too long)")
-            new = kit.apply_answer(old, answer)
+            new = kit.apply_answer(old, answer, function)
             if new.strip() == old.strip():
+                temperature = min(1.0, temperature + 0.15)  # it copied the code: sample more freely
                 raise ValueError("the change is identical to the current file")
             compile(new, path, "exec")
         except (ValueError, SyntaxError) as e:
             error = f"{type(e).__name__}: {e}"
             print(f"answer {attempt + 1} unusable: {error}")
             # the same conversation goes on, so the model sees what it wrote and why it failed
-            messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": kit.repair_request(error)}]
+            messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": kit.repair_request(error, function)}]
             continue
         (agent / path).write_text(new)
         print(f"changed {path}{f' ({function})' if function else ''}: {answer.strip().splitlines()[0][:120] if answer.strip() else ''}")
