@@ -88,6 +88,19 @@ def ancestor(pid: int, matches) -> int | None:
     return None
 
 
+def wait_for_candidate(marker: str, timeout: float = 120.0) -> list[int]:
+    """The host pids of the running candidate marked ``marker``, once it has started."""
+    seen: list[int] = []
+
+    def started() -> bool:
+        workdir = marked_dir(marker)
+        seen[:] = pids_in(workdir) if workdir is not None else []
+        return bool(seen)
+
+    wait_for(started, f"candidate {marker} to start", timeout)
+    return seen
+
+
 def kill_when_marked(marker: str, pick=lambda pids: pids, timeout: float = 120.0) -> tuple[threading.Thread, list]:
     """A thread that waits for the candidate marked ``marker`` and SIGKILLs ``pick(pids)`` of it;
     what it killed (or the error) goes into the returned list."""
@@ -95,15 +108,7 @@ def kill_when_marked(marker: str, pick=lambda pids: pids, timeout: float = 120.0
 
     def run():
         try:
-            seen: list[int] = []
-
-            def started() -> bool:
-                workdir = marked_dir(marker)
-                seen[:] = pids_in(workdir) if workdir is not None else []
-                return bool(seen)
-
-            wait_for(started, f"candidate {marker} to start", timeout)
-            targets = pick(seen)
+            targets = pick(wait_for_candidate(marker, timeout))
             assert targets, "no process to kill"
             for pid in targets:
                 try:
@@ -175,14 +180,7 @@ def test_ctrl_c_ends_the_evaluations_in_flight_at_once_and_leaves_their_node_to_
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(config), "--no-live"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            seen: list[int] = []
-
-            def candidate_runs() -> bool:
-                workdir = marked_dir(marker)
-                seen[:] = pids_in(workdir) if workdir is not None else []
-                return bool(seen)
-
-            wait_for(candidate_runs, "the slow candidate to start", 180)
+            seen = wait_for_candidate(marker, 180)
             t0 = time.monotonic()
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=60)
