@@ -39,7 +39,7 @@ from orchestrator.mutation.operators import Operator, Proposal, Sampling
 from orchestrator.mutation.prompts import ProposalContext
 from orchestrator.plan import CampaignPlan
 from orchestrator.verdict import judge
-from sandboxes import stop_all
+from sandboxes import allow_runs, stop_all
 
 __all__ = ["Campaign", "CampaignError", "Stats"]
 
@@ -131,6 +131,7 @@ class Campaign:
         """Run (or resume) until ``iterations`` child attempts exist or a budget runs out."""
         target = self.cfg.campaign.iterations if iterations is None else iterations
         self._t0 = time.monotonic()
+        allow_runs()  # a campaign interrupted earlier in this process (a notebook) refused new runs
         try:
             self.archive = self._open_archive()
         except BaseException:

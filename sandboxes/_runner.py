@@ -91,6 +91,12 @@ def stopping() -> bool:
     return _stopping.is_set()
 
 
+def refuse_if_stopping() -> None:
+    """Raise SandboxError once :func:`stop_all` was called (for backends that start runs themselves)."""
+    if _stopping.is_set():
+        raise SandboxError("this process is stopping (interrupted): it starts no new sandboxed run")
+
+
 def allow_runs() -> None:
     """Take back :func:`stop_all`'s refusal of new runs."""
     _stopping.clear()
@@ -263,7 +269,7 @@ def execute(
     if _stopping.is_set():
         for fd in (*spawn.pass_fds, *(spawn.handshake or ())):
             os.close(fd)
-        raise SandboxError("this process is stopping (interrupted): it starts no new sandboxed run")
+        refuse_if_stopping()
     support = _cgroups.support() if use_cgroups is not False else None
     if use_cgroups and support is None:
         raise SandboxError("cgroups were required but none is writable here: run as root on a "
@@ -324,9 +330,11 @@ def execute(
             cg_fds = []
             for fd in spawn.pass_fds:  # the child holds its ends now
                 os.close(fd)
-        tracked = _track(proc.pid, cg, reaper)
         if handshake:
             _release_paused(proc.pid, spawn.handshake, cg, rl, t0 + limits.wall_s)
+        # only once the whole tree is in its cgroup: a kill during bwrap's handshake could let the
+        # paused namespace go on after its cgroup move was skipped
+        tracked = _track(proc.pid, cg, reaper)
         spawned = time.monotonic()
         status, rusage, timed_out, cpu_killed = _wait(proc, limits, cg, spawned, reaper,
                                                       spawn.wait_children_on_kill)

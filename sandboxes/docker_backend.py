@@ -434,6 +434,7 @@ class DockerSandbox(Sandbox):
         import docker
         import requests
 
+        _runner.refuse_if_stopping()
         t0 = time.monotonic()
         wd = _runner.fresh_workdir(workdir)
         argv = _runner.check_argv(argv)

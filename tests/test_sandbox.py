@@ -114,6 +114,34 @@ def test_timeout_kills_busy_loop_and_detached_grandchild(sb, wd):
         assert not _alive(int((wd / "gpid").read_text()))
 
 
+def test_stop_all_ends_the_runs_in_flight_and_refuses_new_ones_until_allowed(sb, wd):
+    # what an interrupted campaign does: its evaluation threads must not wait out their sandboxes
+    import threading
+
+    from sandboxes import SandboxError, allow_runs, stop_all
+
+    token = f"dgm-{uuid.uuid4().hex}"
+    results = []
+    command = f"setsid sh -c 'sleep 60; : {token}' & echo started > started; sleep 60; : {token}"
+    runner = threading.Thread(target=lambda: results.append(sb.run(["sh", "-c", command], wd, Limits(wall_s=90))))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not (wd / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (wd / "started").exists(), "the sandboxed command never started"
+        assert stop_all() >= 1
+        runner.join(15)
+        assert not runner.is_alive(), "the run did not return after stop_all"
+        assert not results[0].ok and _none_left(token) == []
+        with pytest.raises(SandboxError, match="stopping"):
+            sb.run(["true"], wd, Limits(wall_s=10))
+    finally:
+        allow_runs()
+        runner.join(90)
+    assert sb.run(["true"], wd, Limits(wall_s=10)).ok
+
+
 def test_forked_sleeper_that_outlives_the_command_is_killed(sb, wd):
     token = f"dgm-{uuid.uuid4().hex}"
     r = sb.run(["sh", "-c", f"setsid sh -c 'sleep 30; : {token}' & echo started"], wd, Limits(wall_s=10))
