@@ -1,17 +1,5 @@
-"""Update rule (optimiser) applied to every parameter tensor of every training task.
-
-    init_state(param) -> dict of tensors
-    update(param, grad, state, step, total_steps) -> (new_param, new_state)
-
-``param`` and ``grad`` are float32 torch tensors of the same shape (one parameter tensor of one
-training run: a weight matrix, a bias row, or the point being optimised); ``state`` is what
-``init_state`` / the previous ``update`` returned for that tensor; ``step`` counts updates from 1
-to ``total_steps`` (the task's step budget). Be functional: return new tensors, don't modify the
-arguments in place, keep state values tensors, use torch and math only. Each call must work on
-one tensor alone (the harness maps it over independent seeds with torch.func.vmap).
-
-This seed is Adam (beta1 0.9, beta2 0.999, eps 1e-8) with a fixed learning rate of 0.01.
-"""
+"""Adam (Kingma & Ba 2015; beta1 0.9, beta2 0.999, eps 1e-8) with a fixed learning rate of 0.01.
+The harness's contract (init_state, update, what they receive and return) is in the task."""
 import torch
 
 LR = 1e-2
