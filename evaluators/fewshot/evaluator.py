@@ -55,9 +55,10 @@ meta-training, a fixed number of meta-iterations). Implement in inner_loop.py
 ("w1" (40,1), "b1" (40,), "w2" (40,40), "b2" (40,), "w3" (1,40), "b3" (1,) plus any extra
 meta-parameters), support tensors are (10, 1), loss_fn(params, x, y) is the support MSE and each
 call counts as one step (at most `steps` calls). It is vmapped over tasks and seeds and
-differentiated through: use torch.func.grad, no .item(), no in-place updates, no branching on tensor
-values. Optional `init_params(params) -> dict` returns the meta-parameters to learn from the
-default init (e.g. add learned per-parameter step sizes; at most 4x the network's size).
+differentiated through: a pure function of its arguments. Use torch.func.grad for gradients, and
+no torch.optim optimisers or schedulers (they keep state and update in place), no .item(), no
+in-place updates, no branching on tensor values. Optional `init_params(params) -> dict` returns
+the meta-parameters to learn from the default init (e.g. add learned per-parameter step sizes; at most 4x the network's size).
 Metrics: query MSE after 1, 5 and 10 inner steps (evaluated with steps = 1, 5, 10).
 Score = 1 - mean(MSE_1, MSE_5, MSE_10) / MSE of predicting 0. Ideas: learned per-parameter
 step sizes (Meta-SGD), step-size schedules, preconditioning, adapting only some layers (ANIL),
