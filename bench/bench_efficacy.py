@@ -125,9 +125,16 @@ def _progress(stats) -> None:
         stats.last_event = ""
 
 
+def latest_per_run(entries: list[dict]) -> list[dict]:
+    """The entries, less those a later entry of the same kept run supersedes (a run recorded again
+    after a resume): one campaign counts once."""
+    last = {e["run_dir"]: i for i, e in enumerate(entries) if e.get("run_dir")}
+    return [e for i, e in enumerate(entries) if not e.get("run_dir") or last[e["run_dir"]] == i]
+
+
 def summary(entries: list[dict]) -> dict:
     groups: dict[str, list[dict]] = {}
-    for e in entries:
+    for e in latest_per_run(entries):
         groups.setdefault(f"{e['suite']} {json.dumps(e.get('mix'), sort_keys=True)}", []).append(e)
     out = {}
     for key, es in groups.items():
