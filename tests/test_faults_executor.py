@@ -177,8 +177,11 @@ def test_ctrl_c_ends_the_evaluations_in_flight_at_once_and_leaves_their_node_to_
     marker = f"ctrl-c-{uuid.uuid4().hex}"
     with ScriptedFMServer([Reply(rewrite(slow_grid(marker, seconds=600)))]) as srv:
         config = write_config(tmp_path, srv.base_url, iterations=1, workers=1, eval_timeout_s=900, timeout_s=150)
+        # SIGINT as a terminal leaves it: a shell's background job (CI, nohup ... &) inherits it
+        # ignored, and Python then installs no KeyboardInterrupt handler at all
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(config), "--no-live"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             seen = wait_for_candidate(marker, 180)
             t0 = time.monotonic()
