@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sandboxes import _cgroups
+from tests.campaign_helpers import wait_for
 from sandboxes.base import Limits, SandboxError, python_ro_paths
 from sandboxes.bwrap import BwrapSandbox
 from sandboxes.factory import available_backends, make_sandbox
@@ -83,10 +84,11 @@ def _procs_with(token: str) -> list[int]:
 def _none_left(token: str, timeout: float = 5.0) -> list[int]:
     """The processes mentioning ``token`` once they are gone, or those still there at the deadline:
     a SIGKILL is delivered asynchronously, but a leaked ``sleep 30`` would outlast any deadline."""
-    deadline = time.monotonic() + timeout
-    while (left := _procs_with(token)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return left
+    try:
+        wait_for(lambda: not _procs_with(token), f"the processes mentioning {token} to be gone", timeout)
+    except AssertionError:
+        pass  # the caller asserts on what is left, naming the pids
+    return _procs_with(token)
 
 
 def test_exit_code_and_output_pass_through(sb, wd):
@@ -126,10 +128,7 @@ def test_stop_all_ends_the_runs_in_flight_and_refuses_new_ones_until_allowed(sb,
     runner = threading.Thread(target=lambda: results.append(sb.run(["sh", "-c", command], wd, Limits(wall_s=90))))
     runner.start()
     try:
-        deadline = time.monotonic() + 20
-        while not (wd / "started").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert (wd / "started").exists(), "the sandboxed command never started"
+        wait_for((wd / "started").exists, "the sandboxed command to start", 20)
         assert stop_all() >= 1
         runner.join(15)
         assert not runner.is_alive(), "the run did not return after stop_all"

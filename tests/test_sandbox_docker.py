@@ -69,19 +69,16 @@ def test_docker_timeout_kills_and_removes_the_container(docker_sb, tmp_path):
 
 def test_docker_stop_all_ends_a_running_container_and_refuses_new_ones(docker_sb, tmp_path):
     import threading
-    import time
 
     from sandboxes import SandboxError, allow_runs, stop_all
+    from tests.campaign_helpers import wait_for
 
     results = []
     runner = threading.Thread(target=lambda: results.append(docker_sb.run(
         ["sh", "-c", "echo started > started; sleep 60"], tmp_path, Limits(wall_s=90))))
     runner.start()
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert (tmp_path / "started").exists(), "the container never started"
+        wait_for((tmp_path / "started").exists, "the container to start", 60)
         stop_all()
         runner.join(30)
         assert not runner.is_alive() and not results[0].ok and results[0].wall_s < 30, results
