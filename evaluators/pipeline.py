@@ -194,14 +194,18 @@ def evaluate(
     python: str | None = None,
     gpu: Any = None,
     fm_socket: Path | None = None,
+    first_only: bool = False,
 ) -> EvaluationResult:
     """Run ``evaluator``'s stages on the agent in ``agent_dir``, in order, stopping at the first stage
     that finds the candidate invalid or whose gate it does not pass.
 
+    ``first_only`` runs only the first selected stage: the quick check of whether a program runs at
+    all, whose error a proposal sends back to the model (``[mutation] run_repairs``).
+
     ``gpu`` is a :class:`sandboxes.gpu.GpuLease`; the candidate then sees only that device.
     ``fm_socket`` is an FM proxy's socket, handed to the candidate only if ``evaluator.fm_access``.
     """
-    selected = _select_stages(evaluator, stages)
+    selected = _select_stages(evaluator, stages)[: 1 if first_only else None]
     result = EvaluationResult(selected=len(selected))
     before = evaluator_fingerprint(evaluator)
     workroot = Path(workroot) if workroot else scratch.root()  # a dead process's is swept by the next

@@ -335,6 +335,7 @@ class Campaign:
         )
         trial_gpu_s = [0.0]
         ctx.evaluate = self._trial_evaluator(parent.id, trial_gpu_s)
+        ctx.check = self._trial_evaluator(parent.id, trial_gpu_s, first_stage_only=True)
         self.stats.started += 1
         if not op.inline:
             fut = pool.submit(_timed, op.propose, ctx, self.fm, sampling)
@@ -347,10 +348,12 @@ class Campaign:
         max_calls = op.max_calls if calls_left is None else min(op.max_calls, calls_left)
         return fut, PendingProposal(parent.id, name, ctx, time.perf_counter() - t0, max_calls, trial_gpu_s)
 
-    def _trial_evaluator(self, parent_id: int, gpu_s: list[float]) -> Callable[[dict[str, str]], Future]:
-        """For operators that search by evaluating (``fit``): a trial program (the parent with some
-        files changed) evaluated by the executor like a node, but recorded only on the child, whose
-        GPU-seconds (``gpu_s[0]``) count the trials'."""
+    def _trial_evaluator(self, parent_id: int, gpu_s: list[float],
+                         first_stage_only: bool = False) -> Callable[[dict[str, str]], Future]:
+        """For operators that search by evaluating (``fit``), or check that an answer runs (the FM
+        operators, ``first_stage_only``): a trial program (the parent with some files changed)
+        evaluated by the executor like a node, but recorded only on the child, whose GPU-seconds
+        (``gpu_s[0]``) count the trials'."""
         base = self.files.tree(parent_id)
 
         def spent(fut: Future) -> None:
@@ -360,6 +363,7 @@ class Campaign:
         def evaluate(changed: dict[str, str]) -> Future:
             job = self._job(parent_id)
             job.files = {**base, **{p: t.encode() for p, t in changed.items()}}
+            job.first_stage_only = first_stage_only
             fut = self.executor.submit(job)
             fut.add_done_callback(spent)
             return fut
@@ -427,7 +431,8 @@ class Campaign:
             completion_tokens=getattr(c, "completion_tokens", 0), cost_usd=getattr(c, "cost_usd", 0.0),
         )
         timings = {"select_s": pending.select_s, "propose_s": propose_s, "fm_s": getattr(c, "latency_s", 0.0),
-                   "fm_calls": float(getattr(c, "calls", 1) if c is not None else 0), "gpu_s": pending.trial_gpu_s[0]}
+                   "fm_calls": float(getattr(c, "calls", 1) if c is not None else 0), "gpu_s": pending.trial_gpu_s[0],
+                   **proposal.counts}
         tree, texts = self._child_tree(parent_id, proposal)
         if not proposal.valid:
             node = self._record(self.archive.add_node(

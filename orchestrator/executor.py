@@ -44,6 +44,7 @@ class EvalJob:
     seed: int = 0
     fm_calls: int | None = None  # the candidate's own model calls allowed (evaluators with fm_access)
     fm_tokens: int | None = None
+    first_stage_only: bool = False  # a proposal's check that the program runs (not a node's evaluation)
 
 
 class EvaluationEnvironment:
@@ -113,7 +114,7 @@ def run_job(job: EvalJob, env: EvaluationEnvironment) -> EvaluationResult:
             result = evaluate(
                 evaluator, agent_dir, env.sandbox(job.sandbox), seed=job.seed, stages=job.stages,
                 device=lease.device if lease else "cpu", gpu=lease,
-                fm_socket=proxy.socket_path if proxy is not None else None,
+                fm_socket=proxy.socket_path if proxy is not None else None, first_only=job.first_stage_only,
             )
             if proxy is not None:
                 t = proxy.totals()

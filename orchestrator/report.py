@@ -66,6 +66,18 @@ def fit_overhead(nodes: Sequence[Node]) -> dict[str, Any] | None:
             "overhead_share": (wall - waited) / wall if wall > 0 else 0.0}
 
 
+def run_repairs(nodes: Sequence[Node]) -> dict[str, int] | None:
+    """Execution feedback's yield: answers checked by running the first stage, attempts whose
+    program crashed there and went back to the model, and of those, the children that came out
+    valid (None when no attempt ran a check)."""
+    checked = [n for n in nodes if n.timings.get("checks")]
+    if not checked:
+        return None
+    repaired = [n for n in checked if n.timings.get("run_repairs")]
+    return {"checked": len(checked), "sent_back": len(repaired),
+            "valid_after": sum(1 for n in repaired if n.status in (NodeStatus.ADMITTED, NodeStatus.REJECTED))}
+
+
 def build_report(nodes: Sequence[Node], *, confidence: float = 0.0, campaign: str = "") -> dict[str, Any]:
     ledger = Ledger(nodes, confidence=confidence, clades=False)
     summary = ledger.summary()
@@ -89,6 +101,7 @@ def build_report(nodes: Sequence[Node], *, confidence: float = 0.0, campaign: st
         "tokens": summary["tokens"],
         "fm_calls_to_first_improvement": fm_calls_to_first_improvement(nodes),
         "fit": fit_overhead(nodes),
+        "run_repairs": run_repairs(nodes),
     }
 
 
@@ -122,6 +135,10 @@ def render(report: dict[str, Any]) -> str:
     if report.get("fit"):
         f = report["fit"]
         out.append(f"fit: {f['fits']} fits, {f['wall_s']:.1f} s, of which {f['overhead_share']:.1%} outside evaluations")
+    if report.get("run_repairs"):
+        r = report["run_repairs"]
+        out.append(f"execution feedback: {r['checked']} attempts ran their answer, {r['sent_back']} crashed and went "
+                   f"back to the model, {r['valid_after']} of those became valid children")
     first = report["fm_calls_to_first_improvement"]
     out.append(f"FM: {report['fm_calls']} calls, {report['tokens']:,} tokens; "
                + (f"{first} calls to the first improvement over the seed" if first is not None else "no improvement over the seed"))

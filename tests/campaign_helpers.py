@@ -56,9 +56,9 @@ def distinct_grids(why: str = "Use a 5x5 grid.", delay: float = 0.0, **usage):
 
 def config_text(base_url: str, *, iterations: int, operators: str = "{ rewrite = 1.0 }", extra: str = "",
                 timeout_s: float = 10, eval_timeout_s: float = 3, workers: int = 2, max_retries: int = 0,
-                repairs: int = 0) -> str:
-    """A campaign on circle packing and a scripted model. ``repairs`` is 0 unless a test asks: a
-    scripted answer then makes exactly one node."""
+                repairs: int = 0, run_repairs: int = 0) -> str:
+    """A campaign on circle packing and a scripted model. ``repairs`` and ``run_repairs`` are 0
+    unless a test asks: a scripted answer then makes exactly one node."""
     return f"""
 [campaign]
 name = "test"
@@ -82,6 +82,7 @@ prices = {{ prompt_per_mtok = 1.0, completion_per_mtok = 2.0 }}
 [mutation]
 operators = {operators}
 repairs = {repairs}
+run_repairs = {run_repairs}
 
 [evaluation]
 workers = {workers}

@@ -13,6 +13,7 @@ from orchestrator.campaign import Campaign, CampaignError
 from orchestrator.cli.archive_cmds import _summary
 from evaluators.circle_packing.evaluator import CirclePackingEvaluator
 from orchestrator.config import load_config
+from orchestrator.report import build_report, render as render_report
 from orchestrator.fm.client import FMClient
 from tests.campaign_helpers import (
     CHEAT, CRASH, GRID, LOOP, NAN, OVERLAP, SEED_CODE, SYNTAX, answer_once, rewrite, write_config,
@@ -201,6 +202,51 @@ def test_without_repairs_the_unusable_answer_is_the_invalid_child(tmp_path):
     with Archive.open(tmp_path / "run", readonly=True) as archive:
         child = archive.get(1)
     assert child.status == NodeStatus.INVALID and "defined nowhere: 'small_radius'" in child.error
+
+
+def test_a_program_that_crashes_goes_back_with_its_error_and_the_fix_edits_the_crashed_program(tmp_path):
+    # the first answer compiles but crashes when run; the check (the evaluation's first stage, in
+    # the sandbox) finds it and its traceback goes back; the fix is a SEARCH/REPLACE on the crashed
+    # program (not on the parent), and that is the child
+    crashed = GRID.replace("radii.append(0.04)", "radii.append(0.04)\n    raise RuntimeError('boom in candidate')")
+    fix = "Remove the raise.\n<<<<<<< SEARCH\n    raise RuntimeError('boom in candidate')\n=======\n>>>>>>> REPLACE\n"
+    script = [Reply(rewrite(crashed), 100, 30), Reply(fix, 200, 40)]
+    with ScriptedFMServer(script, default=Reply("no idea", 10, 5)) as srv:
+        run_campaign(tmp_path, srv, iterations=1, workers=1, run_repairs=1, operators="{ diff = 1.0 }")
+        requests = srv.requests
+    assert len(requests) == 2
+    first, repair = requests
+    assert repair["messages"][:-2] == first["messages"]
+    said = repair["messages"][-1]["content"]
+    assert said.startswith("Your change was applied and the program was run. It failed at stage ")
+    assert "boom in candidate" in said  # the candidate's own traceback
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        child = archive.get(1)
+        assert child.status == NodeStatus.ADMITTED and child.response == fix
+        assert "boom" not in archive.read_files(child.id)["packing.py"].decode()
+        assert child.timings["checks"] == 1 and child.timings["run_repairs"] == 1
+        assert child.timings["fm_calls"] == 2.0 and (child.prompt_tokens, child.completion_tokens) == (300, 70)
+        report = build_report(archive.nodes())
+    assert report["run_repairs"] == {"checked": 1, "sent_back": 1, "valid_after": 1}
+    assert "1 crashed and went back to the model, 1 of those became valid children" in render_report(report)
+
+
+def test_a_program_that_runs_is_checked_once_and_is_the_child(tmp_path):
+    with ScriptedFMServer([Reply(rewrite(GRID))], default=Reply("no idea")) as srv:
+        run_campaign(tmp_path, srv, iterations=1, workers=1, run_repairs=1)
+        assert len(srv.requests) == 1
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        child = archive.get(1)
+    assert child.status == NodeStatus.ADMITTED and child.timings["checks"] == 1 and "run_repairs" not in child.timings
+
+
+def test_without_run_repairs_a_crashing_program_is_the_invalid_child_and_no_check_runs(tmp_path):
+    with ScriptedFMServer([Reply(rewrite(CRASH))], default=Reply(rewrite(GRID))) as srv:
+        run_campaign(tmp_path, srv, iterations=1, workers=1, run_repairs=0)
+        assert len(srv.requests) == 1
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        child = archive.get(1)
+    assert child.status == NodeStatus.INVALID and "boom in candidate" in child.error and "checks" not in child.timings
 
 
 def test_repairs_never_take_the_calls_past_the_budget(tmp_path):

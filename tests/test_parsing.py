@@ -381,3 +381,35 @@ def test_a_whole_class_still_replaces_the_class():
               "    def observe(self, x):\n        return x\n\n    def predict(self, x):\n        return x\n```")
     new = merge_definitions(CLASS_SRC, code_blocks(answer))
     assert "self.n = 2 * n" in new and "return x + 1" not in new
+
+
+def test_a_check_that_cannot_run_or_a_broken_evaluator_is_never_sent_to_the_model():
+    from concurrent.futures import Future
+
+    from evaluators.pipeline import EvaluationResult, StageResult
+    from orchestrator.mutation.operators import RewriteOperator, Sampling
+    from orchestrator.mutation.prompts import ProposalContext
+
+    def check_giving(result=None, error=None):
+        def check(files):
+            fut = Future()
+            fut.set_exception(error) if error else fut.set_result(result)
+            return fut
+        return check
+
+    crashed = EvaluationResult(stages=[StageResult("smoke", False, False, None, error="ZeroDivisionError: boom")])
+    broken = EvaluationResult(stages=[StageResult("smoke", False, False, None, error="evaluator tampered")],
+                              evaluator_error="evaluator files changed during evaluation")
+    answer = "Double it.\n```python\ndef f(x):\n    return 2 * x\n\ndef g():\n    return 2\n```"
+    for check, calls in ((check_giving(error=RuntimeError("sandbox down")), 1), (check_giving(broken), 1),
+                         (check_giving(crashed), 2)):
+        fm = _OneAnswerFM(answer)
+        ctx = ProposalContext(task="T", parent_id=0, files={"a.py": SRC}, editable=["a.py"], target="a.py", check=check)
+        op = RewriteOperator()
+        op.repairs, op.run_repairs = 0, 1
+        proposal = op.propose(ctx, fm, Sampling(0.7, 0, 100))
+        assert fm.calls == calls and proposal.counts["checks"] == 1
+        # a crash sends the same answer back once; that repeat changes nothing of the crashed program
+        assert proposal.valid == (calls == 1)
+        if calls == 2:
+            assert "changes nothing of the program that failed" in proposal.error

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.events import NodeEvent
@@ -33,6 +33,7 @@ from orchestrator.mutation.prompts import (
     ProposalContext,
     edit_example,
     build_messages,
+    clip_middle,
     render,
 )
 
@@ -72,6 +73,15 @@ class AttemptUsage:
 REPAIR = """Your answer could not be used: {error}
 Answer again, in the form asked above, with that fixed."""
 
+#: the follow-up turn after an answer whose program crashed in the evaluation's first stage: the
+#: model fixes its own program (the next answer edits the program with its change applied)
+RUN_REPAIR = """Your change was applied and the program was run. It failed at stage {stage}:
+{error}
+Fix the program with your change applied: answer again, in the form asked above, with that fixed."""
+
+#: how much of a crash's error goes back to the model (its first lines say where, its last what)
+RUN_ERROR_CHARS = 1500
+
 
 @dataclass
 class Proposal:
@@ -84,6 +94,9 @@ class Proposal:
     response: str = ""
     completion: Any = None  # orchestrator.fm.client.Completion (or a sum of several), when an FM was called
     tree: dict[str, bytes] | None = None  # the child's whole tree, when the operator wrote one (``self``)
+    #: counts the loop adds to the node's timings: ``checks`` (first-stage runs of answers) and
+    #: ``run_repairs`` (answers sent back because their program crashed there)
+    counts: dict[str, float] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
@@ -127,22 +140,31 @@ class Operator(abc.ABC):
 
 
 class FMOperator(Operator):
-    """Ask the FM for an edit of ``ctx.target`` and parse it into the file's new text. An answer
-    that cannot be used (no edit found, a SEARCH part that matches nothing, code that does not
-    compile or names something undefined, no change) is sent back with the reason, up to
-    ``repairs`` times (``[mutation] repairs``), within one attempt."""
+    """Ask the FM for an edit of ``ctx.target`` and parse it into the file's new text.
+
+    Execution feedback, within one attempt (small models improve on it; one more call is cheaper
+    than a new attempt from scratch):
+
+    - an answer that cannot be used (no edit found, a SEARCH part that matches nothing, code that
+      does not compile or names something undefined, no change) goes back with the reason, up to
+      ``repairs`` times (``[mutation] repairs``);
+    - a usable answer is run through the evaluation's first stage when the loop gives a check
+      (``ctx.check``); if its program crashes there, the error goes back and the next answer edits
+      the program with the change applied, up to ``run_repairs`` times (``[mutation] run_repairs``).
+    """
 
     instructions: str
     repairs: int = 1
+    run_repairs: int = 0
 
     @property
     def max_calls(self) -> int:  # type: ignore[override]
-        return 1 + self.repairs
+        return 1 + self.repairs + self.run_repairs
 
     @classmethod
     def from_config(cls, cfg: Any) -> "FMOperator":
         op = cls()
-        op.repairs = cfg.mutation.repairs
+        op.repairs, op.run_repairs = cfg.mutation.repairs, cfg.mutation.run_repairs
         return op
 
     def instructions_for(self, ctx: ProposalContext, sampling: Sampling) -> str:
@@ -151,10 +173,11 @@ class FMOperator(Operator):
 
     def propose(self, ctx: ProposalContext, fm: Any, sampling: Sampling) -> Proposal:
         messages = build_messages(ctx, self.instructions_for(ctx, sampling))
-        old = ctx.files[ctx.target]
+        parent = base = ctx.files[ctx.target]  # base: what the next answer edits (after a crash, the crashed program)
         completions: list[Any] = []
         failed = 0
-        calls = 1 + self.repairs if sampling.calls_left is None else min(1 + self.repairs, sampling.calls_left)
+        repairs, run_repairs, counts = self.repairs, self.run_repairs if ctx.check else 0, {}
+        calls = 1 + repairs + run_repairs if sampling.calls_left is None else min(1 + repairs + run_repairs, sampling.calls_left)
         while True:
             try:
                 completion = fm.complete(
@@ -168,17 +191,29 @@ class FMOperator(Operator):
                 break  # context, a timeout): the previous answer's verdict stands
             completions.append(completion)
             try:
-                new, error = self.checked(old, completion.text, ctx.target), ""
+                new, error, crash = self.checked(base, completion.text, ctx.target, parent), "", None
             except ProposalInvalid as e:
-                new, error = None, str(e)
+                new, error, crash = None, str(e), None
+            if new is not None and run_repairs and len(completions) < calls:
+                crash = self._crash(ctx, new, counts)
             spent = sum(c.prompt_tokens + c.completion_tokens for c in completions)
-            if new is not None or len(completions) >= calls or (
+            if (new is not None and crash is None) or len(completions) >= calls or (
                     sampling.tokens_left is not None and spent >= sampling.tokens_left):
                 break
+            if crash is not None:
+                run_repairs, base = run_repairs - 1, new
+                counts["run_repairs"] = counts.get("run_repairs", 0) + 1
+                follow_up = RUN_REPAIR.format(stage=crash[0], error=clip_middle(crash[1], RUN_ERROR_CHARS))
+            else:
+                if not repairs:
+                    break
+                repairs -= 1
+                follow_up = REPAIR.format(error=error)
             messages = messages + [{"role": "assistant", "content": completion.text},
-                                   {"role": "user", "content": REPAIR.format(error=error)}]
+                                   {"role": "user", "content": follow_up}]
         proposal = Proposal(self.name, ctx.target, None, prompt=render(messages), response=completion.text,
-                            completion=completion if len(completions) + failed == 1 else AttemptUsage.of(completions, failed))
+                            completion=completion if len(completions) + failed == 1 else AttemptUsage.of(completions, failed),
+                            counts=counts)
         proposal.summary = summarise(completion.text)
         if new is None:
             proposal.error = error
@@ -186,11 +221,29 @@ class FMOperator(Operator):
             proposal.files = {ctx.target: new}
         return proposal
 
-    def checked(self, old: str, answer: str, target: str) -> str:
-        """The file's new text from ``answer``; ProposalInvalid says why there is none."""
+    @staticmethod
+    def _crash(ctx: ProposalContext, new: str, counts: dict[str, float]) -> tuple[str, str] | None:
+        """(stage, error) when the program with ``new`` crashes in the evaluation's first stage;
+        None when it runs (its score is the evaluation's business), or when the check itself
+        could not run (a broken evaluator or sandbox is never the model's to fix)."""
+        counts["checks"] = counts.get("checks", 0) + 1
+        try:
+            result = ctx.check({ctx.target: new}).result()
+        except Exception:
+            return None
+        if result.evaluator_error or not result.stages or result.stages[0].valid:
+            return None
+        stage = result.stages[0]
+        return stage.stage, stage.error or "the program produced no usable output"
+
+    def checked(self, old: str, answer: str, target: str, parent: str | None = None) -> str:
+        """The file's new text from ``answer`` applied to ``old``; ProposalInvalid says why there
+        is none. ``parent``: the parent's text, when ``old`` is an earlier answer's program."""
         new = self.apply(old, answer)
-        if new.strip() == old.strip():
+        if new.strip() == (parent if parent is not None else old).strip():
             raise ProposalInvalid("the proposal is identical to the parent")
+        if parent is not None and new.strip() == old.strip():
+            raise ProposalInvalid("the answer changes nothing of the program that failed")
         check_python(target, new)
         return new
 
@@ -233,7 +286,7 @@ class TweakOperator(DiffOperator):
     @classmethod
     def from_config(cls, cfg: Any) -> "TweakOperator":
         op = cls()
-        op.repairs = cfg.mutation.repairs
+        op.repairs, op.run_repairs = cfg.mutation.repairs, cfg.mutation.run_repairs
         return op
 
 

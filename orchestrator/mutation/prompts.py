@@ -94,6 +94,9 @@ class ProposalContext:
     # for operators that search by evaluating: changed files (path → text) of a trial program →
     # a Future of its EvaluationResult, evaluated by the campaign's executor like any node
     evaluate: Callable[[dict[str, str]], Any] | None = None
+    # for the FM operators' execution feedback: the same, running only the evaluation's first stage
+    # (does the program run at all?)
+    check: Callable[[dict[str, str]], Any] | None = None
 
 
 def _metrics_line(metrics: dict[str, float]) -> str:
@@ -105,7 +108,7 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 15] + " …[truncated]"
 
 
-def _clip_middle(text: str, limit: int) -> str:
+def clip_middle(text: str, limit: int) -> str:
     """``text`` cut in the middle: a traceback's first line says where, its last line what broke."""
     text = text.strip()
     if len(text) <= limit:
@@ -133,7 +136,7 @@ def build_messages(ctx: ProposalContext, instructions: str) -> list[dict[str, st
         parts.append(f"## A strong program from another lineage: node {insp.node_id} (score {insp.score:.4f}), "
                      f"its {ctx.target}\n```python\n{insp.code.rstrip()}\n```")
     if ctx.failures:
-        lines = [f"- {_clip_middle(f, 400)}" for f in ctx.failures]
+        lines = [f"- {clip_middle(f, 400)}" for f in ctx.failures]
         parts.append("## Earlier changes to this program that FAILED (avoid repeating them)\n" + "\n".join(lines))
     if ctx.idea:
         parts.append(f"## An idea you may try\n{ctx.idea.strip()}")
