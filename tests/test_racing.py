@@ -148,6 +148,21 @@ def test_report_gives_seed_and_best_with_spreads_yield_and_calls_to_the_first_im
     assert "held-out: hidden_quality = 0.413333 ± 0.0702" in text
 
 
+
+def test_report_without_out_names_its_png_after_the_campaign(noisy_campaign, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    noisy_campaign(["QUALITY = 0.56\n"]).close()
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    res = CliRunner().invoke(cli, ["report", str(tmp_path / "run"), "--json"])
+    assert res.exit_code == 0, res.output
+    png = json.loads(res.output)["png"]
+    assert png.endswith("-best.png") and png != "best.png" and (tmp_path / "cwd" / png).stat().st_size > 1000
+
+
 def test_remeasure_adds_draws_on_new_seeds_to_a_known_program(noisy_campaign, tmp_path):
     from click.testing import CliRunner
 

@@ -14,18 +14,23 @@ from orchestrator.report import build_report, render
 
 @click.command()
 @run_dir_arg
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Where best.png is written.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write best.png into this folder (default: CAMPAIGN-best.png in the current folder, so "
+                   "reports of two campaigns do not overwrite each other).")
 @json_opt
-def report(run_dir: Path, out_dir: Path, as_json: bool) -> None:
+def report(run_dir: Path, out_dir: Path | None, as_json: bool) -> None:
     """What the campaign in RUN_DIR found (see also `dgm plot` and `dgm ui`)."""
     from orchestrator.ui import plots, series
 
     with _open(run_dir) as arc:
         nodes, confidence, name = arc.nodes(), _ledger(arc).confidence, arc.campaign
     data = build_report(nodes, confidence=confidence, campaign=name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data["png"] = str(plots.plot_progress(series.progress(nodes), name or run_dir.name, out_dir / "best.png"))
+    if out_dir is None:
+        png = Path(f"{name or run_dir.resolve().parent.name}-best.png")
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        png = out_dir / "best.png"
+    data["png"] = str(plots.plot_progress(series.progress(nodes), name or run_dir.name, png))
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
