@@ -71,3 +71,38 @@ def test_a_fit_with_a_time_budget_starts_no_generation_after_it(tmp_path, monkey
     record = json.loads(child.response)
     # one generation (8 trials) always runs; by then the 0.01 s were spent, so no second one started
     assert record["stopped_by"] == "seconds" and len(record["trials"]) == 8 + 1
+
+
+def test_a_program_fitted_in_vain_is_fitted_wider_then_left_to_the_other_operators():
+    """A fit that finds nothing is a miss for its parent's program (learned from the recorded node,
+    as on resume); the next fit of that program doubles the step, and after ``misses_per_program``
+    misses fit no longer works from it. Another program is not affected."""
+    from concurrent.futures import Future
+
+    from archive import Node
+    from evaluators.pipeline import EvaluationResult, StageResult
+    from orchestrator.events import NodeEvent
+    from orchestrator.mutation.fit import FitOperator
+    from orchestrator.mutation.operators import Sampling
+    from orchestrator.mutation.prompts import ProposalContext
+
+    def worse(files):  # every trial scores below the parent: the fit finds nothing
+        fut = Future()
+        fut.set_result(EvaluationResult(stages=[StageResult("full", True, True, 0.1)], selected=1))
+        return fut
+
+    program, other = {"a.py": "X = 0.5\nY = 2.0\n"}, {"a.py": "X = 0.25\n"}
+    op = FitOperator(evaluations=4, sigma=0.05, misses_per_program=2)
+    parent = Node(id=0, campaign="c", parent_id=None, status=NodeStatus.ADMITTED, commit="x", score=0.9)
+    sigmas = []
+    for i in range(2):
+        assert op.can_work_from(program)
+        ctx = ProposalContext(task="T", parent_id=0, files=program, editable=["a.py"], target="a.py",
+                              score=0.9, evaluate=worse)
+        proposal = op.propose(ctx, None, Sampling(0.7, i, 100))
+        sigmas.append(json.loads(proposal.response)["sigma"])
+        node = Node(id=i + 1, campaign="c", parent_id=0, status=NodeStatus.INVALID, commit="x", operator="fit",
+                    error=proposal.error)
+        op.observe(NodeEvent(node, parent, lambda node_id: program, lambda node_id: {}))
+    assert sigmas == [0.05, 0.1] and "no trial beat" in proposal.error
+    assert not op.can_work_from(program) and op.can_work_from(other)

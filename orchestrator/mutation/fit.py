@@ -8,6 +8,11 @@ itself. The best valid point becomes the child; every trial is kept on the node.
 proposes the form, the optimiser fits the constants (LLM-SR, Δ-evolve); the evaluator stays the
 only judge.
 
+A program a fit found nothing in (no trial better than its own constants, or no valid trial) is
+fitted again with twice the step, and after ``misses_per_program`` such fits it is left to the
+other operators: the operator learns this from the nodes the loop records (``observe``), so it
+survives a resume.
+
 Each constant moves multiplicatively, ``value · exp(z)`` with ``z`` in [-1, 1] (a zero moves
 additively), so a radius of 0.3 and a learning rate of 1e-3 are searched on the same footing.
 """
@@ -15,6 +20,7 @@ additively), so a radius of 0.3 and a learning rate of 1e-3 are searched on the 
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import math
 import random
@@ -24,7 +30,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from archive import NodeStatus
 from evaluators import syntax
+from orchestrator.events import NodeEvent
 from orchestrator.mutation.operators import Operator, Proposal, Sampling
 from orchestrator.mutation.parsing import ProposalInvalid, check_python
 from orchestrator.mutation.prompts import ProposalContext
@@ -83,6 +91,14 @@ def substitute(files: dict[str, str], chosen: list[Constant], values: list[float
     return out
 
 
+#: how the error of a fit that found nothing starts (what ``observe`` counts as a miss)
+MISSED = ("fit: no trial beat", "fit: none of")
+
+
+def _digest(texts: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(texts.items())).encode()).hexdigest()
+
+
 def _moved(value: float, z: float) -> float:
     return value * math.exp(z) if value != 0.0 else z * 0.1
 
@@ -93,16 +109,27 @@ class FitOperator(Operator):
     name = "fit"
     max_calls = 0
 
-    def __init__(self, evaluations: int = 16, sigma: float = 0.05, seconds: float | None = None) -> None:
+    def __init__(self, evaluations: int = 16, sigma: float = 0.05, seconds: float | None = None,
+                 misses_per_program: int = 3) -> None:
         self.evaluations, self.sigma, self.seconds = evaluations, sigma, seconds
+        self.misses_per_program = misses_per_program
+        self.misses: dict[str, int] = {}  # program (editable texts' digest) → fits that found nothing
 
     @classmethod
     def from_config(cls, cfg: Any) -> "FitOperator":
         f = cfg.mutation.fit
-        return cls(f.evaluations, f.sigma, f.seconds)
+        return cls(f.evaluations, f.sigma, f.seconds, f.misses_per_program)
+
+    def observe(self, event: NodeEvent) -> None:
+        n = event.node
+        if n.operator == self.name and n.status == NodeStatus.INVALID and n.error.startswith(MISSED):
+            texts = event.parent_texts
+            if texts is not None:
+                key = _digest(texts)
+                self.misses[key] = self.misses.get(key, 0) + 1
 
     def can_work_from(self, texts: dict[str, str]) -> bool:
-        return bool(constants(texts))
+        return bool(constants(texts)) and self.misses.get(_digest(texts), 0) < self.misses_per_program
 
     selective = True
 
@@ -118,10 +145,11 @@ class FitOperator(Operator):
         started = time.perf_counter()
         rng = random.Random(sampling.seed)
         chosen = sorted(rng.sample(found, min(MAX_CONSTANTS, len(found))), key=lambda c: (c.path, c.line, c.col))
-        trials, waited, stopped = self._search(ctx, chosen, ctx.evaluate, sampling.seed, started)
+        sigma = min(BOUND, self.sigma * 2 ** self.misses.get(_digest(ctx.files), 0))  # wider after a miss
+        trials, waited, stopped = self._search(ctx, chosen, ctx.evaluate, sampling.seed, started, sigma)
         # the optimiser's own cost is everything but waiting on evaluations (kept to check it stays small)
         proposal.response = json.dumps({"constants": [f"{c.path}:{c.line}:{c.col} = {c.value:g}" for c in chosen],
-                                        "wall_s": round(time.perf_counter() - started, 4), "evaluating_s": round(waited, 4),
+                                        "sigma": sigma, "wall_s": round(time.perf_counter() - started, 4), "evaluating_s": round(waited, 4),
                                         "stopped_by": stopped, "trials": trials}, indent=1)
         valid = [t for t in trials if t["score"] is not None]
         if not valid:
@@ -145,13 +173,13 @@ class FitOperator(Operator):
         return proposal
 
     def _search(self, ctx: ProposalContext, chosen: list[Constant], evaluate: Callable, seed: int,
-                started: float) -> tuple[list[dict], float, str]:
+                started: float, sigma: float) -> tuple[list[dict], float, str]:
         """The trials (the parent's own point last), the seconds spent waiting on evaluations, and
         what ended the search: its evaluations, or its seconds (checked between generations)."""
         from cmaes import CMA
 
         dim = max(2, len(chosen))  # cmaes needs two dimensions; a lone constant gets an idle partner
-        cma = CMA(mean=np.zeros(dim), sigma=self.sigma, bounds=np.array([[-BOUND, BOUND]] * dim),
+        cma = CMA(mean=np.zeros(dim), sigma=sigma, bounds=np.array([[-BOUND, BOUND]] * dim),
                   seed=seed % (2**31), population_size=max(4, min(8, self.evaluations)))
         trials: list[dict] = []
         waited = 0.0
