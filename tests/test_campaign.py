@@ -219,7 +219,9 @@ def test_a_program_that_crashes_goes_back_with_its_error_and_the_fix_edits_the_c
     assert repair["messages"][:-2] == first["messages"]
     said = repair["messages"][-1]["content"]
     assert said.startswith("Your change was applied and the program was run. It failed at stage ")
-    assert "boom in candidate" in said  # the candidate's own traceback
+    assert "with:\nRuntimeError: boom in candidate\nThe whole error:\n" in said  # what broke first, then the traceback
+    assert "Traceback (most recent call last)" in said
+    assert repair["temperature"] == pytest.approx(min(1.0, first["temperature"] + 0.15))  # a repeat is less likely
     with Archive.open(tmp_path / "run", readonly=True) as archive:
         child = archive.get(1)
         assert child.status == NodeStatus.ADMITTED and child.response == fix

@@ -75,9 +75,16 @@ Answer again, in the form asked above, with that fixed."""
 
 #: the follow-up turn after an answer whose program crashed in the evaluation's first stage: the
 #: model fixes its own program (the next answer edits the program with its change applied)
-RUN_REPAIR = """Your change was applied and the program was run. It failed at stage {stage}:
+RUN_REPAIR = """Your change was applied and the program was run. It failed at stage {stage} with:
+{what}
+The whole error:
 {error}
-Fix the program with your change applied: answer again, in the form asked above, with that fixed."""
+Fix the program with your change applied: answer again, in the form asked above, with the cause
+of that error changed (repeating the same code fails the same way)."""
+
+#: each follow-up turn samples this much hotter (to at most 1.0): the small model, asked to fix its
+#: answer, often repeats it word for word
+REPAIR_HEAT = 0.15
 
 #: how much of a crash's error goes back to the model (its first lines say where, its last what)
 RUN_ERROR_CHARS = 1500
@@ -181,7 +188,8 @@ class FMOperator(Operator):
         while True:
             try:
                 completion = fm.complete(
-                    messages, temperature=sampling.temperature, seed=sampling.seed + len(completions),
+                    messages, seed=sampling.seed + len(completions),
+                    temperature=min(max(1.0, sampling.temperature), sampling.temperature + REPAIR_HEAT * len(completions)),
                     max_tokens=sampling.max_tokens, node_tag=f"parent-{ctx.parent_id}",
                 )
             except FMError:
@@ -203,7 +211,8 @@ class FMOperator(Operator):
             if crash is not None:
                 run_repairs, base = run_repairs - 1, new
                 counts["run_repairs"] = counts.get("run_repairs", 0) + 1
-                follow_up = RUN_REPAIR.format(stage=crash[0], error=clip_middle(crash[1], RUN_ERROR_CHARS))
+                follow_up = RUN_REPAIR.format(stage=crash[0], what=_last_line(crash[1]),
+                                              error=clip_middle(crash[1], RUN_ERROR_CHARS))
             else:
                 if not repairs:
                     break
@@ -330,6 +339,14 @@ FM_OPERATORS: dict[str, type[Operator]] = {
     "rewrite": RewriteOperator,
     "function": FunctionOperator,
 }
+
+
+def _last_line(error: str) -> str:
+    """What broke: a traceback's last line (the exception), or the error's first line."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    if not lines:
+        return "(no message)"
+    return lines[-1] if "Traceback (most recent call last)" in error else lines[0]
 
 
 def summarise(answer: str, limit: int = 120) -> str:
