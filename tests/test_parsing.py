@@ -406,10 +406,12 @@ def test_a_check_that_cannot_run_or_a_broken_evaluator_is_never_sent_to_the_mode
         fm = _OneAnswerFM(answer)
         ctx = ProposalContext(task="T", parent_id=0, files={"a.py": SRC}, editable=["a.py"], target="a.py", check=check)
         op = RewriteOperator()
-        op.repairs, op.run_repairs = 0, 1
+        op.repairs, op.run_repairs = 1, 1
         proposal = op.propose(ctx, fm, Sampling(0.7, 0, 100))
         assert fm.calls == calls and proposal.counts["checks"] == 1
-        # a crash sends the same answer back once; that repeat changes nothing of the crashed program
+        # a crash sends the same answer back once; that repeat ends the attempt (no third call),
+        # with the crash as the reason
         assert proposal.valid == (calls == 1)
         if calls == 2:
-            assert "changes nothing of the program that failed" in proposal.error
+            assert proposal.error == ("stage smoke: ZeroDivisionError: boom (asked to fix it, the model answered "
+                                      "the same program)")

@@ -86,6 +86,9 @@ of that error changed (repeating the same code fails the same way)."""
 #: answer, often repeats it word for word
 REPAIR_HEAT = 0.15
 
+#: why an answer to a crash is unusable when it is the crashed program again
+REPEATED = "the answer changes nothing of the program that failed"
+
 #: how much of a crash's error goes back to the model (its first lines say where, its last what)
 RUN_ERROR_CHARS = 1500
 
@@ -184,6 +187,7 @@ class FMOperator(Operator):
         completions: list[Any] = []
         failed = 0
         repairs, run_repairs, counts = self.repairs, self.run_repairs if ctx.check else 0, {}
+        crash = None
         calls = 1 + repairs + run_repairs if sampling.calls_left is None else min(1 + repairs + run_repairs, sampling.calls_left)
         while True:
             try:
@@ -198,10 +202,17 @@ class FMOperator(Operator):
                 messages, failed = messages[:-2], 1  # a repair call that failed (too long for the
                 break  # context, a timeout): the previous answer's verdict stands
             completions.append(completion)
+            last_crash = crash
             try:
                 new, error, crash = self.checked(base, completion.text, ctx.target, parent), "", None
             except ProposalInvalid as e:
                 new, error, crash = None, str(e), None
+            if last_crash is not None and error == REPEATED:
+                # asked to fix its crash, the model gave the same program again: a further turn
+                # repeats it too (seen 3 times in 3 on fewshot), so the crash is the verdict
+                error = (f"stage {last_crash[0]}: {_last_line(last_crash[1])} (asked to fix it, the model "
+                         "answered the same program)")
+                break
             if new is not None and run_repairs and len(completions) < calls:
                 crash = self._crash(ctx, new, counts)
             spent = sum(c.prompt_tokens + c.completion_tokens for c in completions)
@@ -252,7 +263,7 @@ class FMOperator(Operator):
         if new.strip() == (parent if parent is not None else old).strip():
             raise ProposalInvalid("the proposal is identical to the parent")
         if parent is not None and new.strip() == old.strip():
-            raise ProposalInvalid("the answer changes nothing of the program that failed")
+            raise ProposalInvalid(REPEATED)
         check_python(target, new)
         return new
 
