@@ -167,3 +167,13 @@ def test_a_crash_reports_the_traceback_tail(tmp_path):
     res = run(evaluator(), make_agent(tmp_path, code))
     assert not res.valid
     assert "KeyError: 'marker-5678'" in res.error and "in adapt" in res.error, res.error
+
+
+def test_a_torch_optim_optimiser_in_adapt_is_invalid_with_a_hint_to_write_the_update(tmp_path):
+    # the embedded model's commonest crash on this suite, kept even when the task rules it out
+    code = MAML_CODE.replace("def adapt(", "import torch\n\n\ndef adapt(").replace(
+        "    for _ in range(steps):", "    torch.optim.Adam(params, lr=0.01)\n    for _ in range(steps):")
+    res = run(evaluator(), make_agent(tmp_path, code))
+    assert not res.valid and "exit code 1" in res.error
+    assert "torch.optim optimisers cannot run inside adapt" in res.error, res.error
+    assert "write the update rule with tensor arithmetic" in res.error
