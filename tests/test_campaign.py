@@ -195,12 +195,17 @@ def test_an_unusable_answer_goes_back_with_the_reason_and_the_repair_is_the_chil
         assert _summary(archive)["fm_calls"] == 2
 
 
-def test_without_repairs_the_unusable_answer_is_the_invalid_child(tmp_path):
-    with ScriptedFMServer([Reply(rewrite(UNDEFINED))], default=Reply(rewrite(GRID))) as srv:
-        run_campaign(tmp_path, srv, iterations=1, workers=1, repairs=0)
+def one_answer_child(tmp_path, answer: str, **kw):
+    """Node 1 of a one-step campaign whose model gave ``answer`` and was called exactly once."""
+    with ScriptedFMServer([Reply(answer)], default=Reply(rewrite(GRID))) as srv:
+        run_campaign(tmp_path, srv, iterations=1, workers=1, **kw)
         assert len(srv.requests) == 1
     with Archive.open(tmp_path / "run", readonly=True) as archive:
-        child = archive.get(1)
+        return archive.get(1)
+
+
+def test_without_repairs_the_unusable_answer_is_the_invalid_child(tmp_path):
+    child = one_answer_child(tmp_path, rewrite(UNDEFINED), repairs=0)
     assert child.status == NodeStatus.INVALID and "defined nowhere: 'small_radius'" in child.error
 
 
@@ -234,20 +239,12 @@ def test_a_program_that_crashes_goes_back_with_its_error_and_the_fix_edits_the_c
 
 
 def test_a_program_that_runs_is_checked_once_and_is_the_child(tmp_path):
-    with ScriptedFMServer([Reply(rewrite(GRID))], default=Reply("no idea")) as srv:
-        run_campaign(tmp_path, srv, iterations=1, workers=1, run_repairs=1)
-        assert len(srv.requests) == 1
-    with Archive.open(tmp_path / "run", readonly=True) as archive:
-        child = archive.get(1)
+    child = one_answer_child(tmp_path, rewrite(GRID), run_repairs=1)
     assert child.status == NodeStatus.ADMITTED and child.timings["checks"] == 1 and "run_repairs" not in child.timings
 
 
 def test_without_run_repairs_a_crashing_program_is_the_invalid_child_and_no_check_runs(tmp_path):
-    with ScriptedFMServer([Reply(rewrite(CRASH))], default=Reply(rewrite(GRID))) as srv:
-        run_campaign(tmp_path, srv, iterations=1, workers=1, run_repairs=0)
-        assert len(srv.requests) == 1
-    with Archive.open(tmp_path / "run", readonly=True) as archive:
-        child = archive.get(1)
+    child = one_answer_child(tmp_path, rewrite(CRASH), run_repairs=0)
     assert child.status == NodeStatus.INVALID and "boom in candidate" in child.error and "checks" not in child.timings
 
 

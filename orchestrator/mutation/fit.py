@@ -129,7 +129,10 @@ class FitOperator(Operator):
                 self.misses[key] = self.misses.get(key, 0) + 1
 
     def can_work_from(self, texts: dict[str, str]) -> bool:
-        return bool(constants(texts)) and self.misses.get(_digest(texts), 0) < self.misses_per_program
+        if not constants(texts):
+            return False
+        # hash the program only once some program has missed (a selective draw asks per parent)
+        return not self.misses or self.misses.get(_digest(texts), 0) < self.misses_per_program
 
     selective = True
 
