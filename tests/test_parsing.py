@@ -415,3 +415,54 @@ def test_a_check_that_cannot_run_or_a_broken_evaluator_is_never_sent_to_the_mode
         if calls == 2:
             assert proposal.error == ("stage smoke: ZeroDivisionError: boom (asked to fix it, the model answered "
                                       "the same program)")
+
+
+class _ScriptedFM:
+    """Answers the operator's calls with ``answers`` in turn and keeps every conversation it got."""
+
+    def __init__(self, *answers: str):
+        self.answers, self.conversations = list(answers), []
+
+    def complete(self, messages, **_):
+        from orchestrator.fm.client import Completion
+
+        self.conversations.append(messages)
+        return Completion(self.answers[len(self.conversations) - 1], "m", 1, 1, 0.0, 0.0, 1, "stop")
+
+
+def test_a_prose_only_answer_is_asked_for_the_code_part_of_the_request_alone():
+    # the embedded model often describes its change and stops; the repair asks for just the code,
+    # in the form of the operator's own request (the function it named, SEARCH/REPLACE for a tweak)
+    from orchestrator.mutation.operators import FunctionOperator, Sampling, TweakOperator
+    from orchestrator.mutation.prompts import ProposalContext
+
+    prose = "I change the function to return twice its input, which scores better."
+    for op, code in ((FunctionOperator(), "```python\ndef f(x):\n    return 2 * x\n```"),
+                     (TweakOperator(), "<<<<<<< SEARCH\n    return 2\n=======\n    return 3\n>>>>>>> REPLACE")):
+        fm = _ScriptedFM(prose, code)
+        op.repairs = 1
+        ctx = ProposalContext(task="T", parent_id=0, files={"a.py": SRC}, editable=["a.py"], target="a.py")
+        proposal = op.propose(ctx, fm, Sampling(0.7, 3, 100))
+        assert proposal.valid, proposal.error
+        first, repair = fm.conversations
+        assert repair[:-2] == first and repair[-2]["content"] == prose
+        follow_up = repair[-1]["content"]
+        assert follow_up.startswith("Your answer describes a change but holds no code")
+        assert "First write" not in follow_up and "{target}" not in follow_up
+        if isinstance(op, FunctionOperator):
+            asked = first[-1]["content"].split("Improve the function `")[1].split("`")[0]
+            assert f"Now give the COMPLETE new definition of `{asked}`" in follow_up
+        else:
+            assert "Now give SEARCH/REPLACE blocks" in follow_up
+
+
+def test_other_unusable_answers_keep_the_generic_repair_turn():
+    from orchestrator.mutation.operators import FunctionOperator, Sampling
+    from orchestrator.mutation.prompts import ProposalContext
+
+    fm = _ScriptedFM("```python\nz = 3\n```", "```python\ndef f(x):\n    return 2 * x\n```")
+    op = FunctionOperator()
+    op.repairs = 1
+    ctx = ProposalContext(task="T", parent_id=0, files={"a.py": SRC}, editable=["a.py"], target="a.py")
+    assert op.propose(ctx, fm, Sampling(0.7, 0, 100)).valid
+    assert fm.conversations[1][-1]["content"].startswith("Your answer could not be used: the code blocks redefine none")

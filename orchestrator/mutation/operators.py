@@ -16,6 +16,7 @@ from typing import Any
 from orchestrator.events import NodeEvent
 from orchestrator.fm.client import FMError
 from orchestrator.mutation.parsing import (
+    NO_CODE,
     ProposalInvalid,
     any_edit,
     check_python,
@@ -72,6 +73,21 @@ class AttemptUsage:
 #: models improve on, and one more call is cheaper than a new attempt from scratch
 REPAIR = """Your answer could not be used: {error}
 Answer again, in the form asked above, with that fixed."""
+
+#: the follow-up turn after an answer that is prose only: the small model often describes its change
+#: and stops (5-15 % of FM answers in the efficacy campaigns), and asked "in the form asked above"
+#: it wrote the description again; this turn asks for the code part of the request alone
+NO_CODE_REPAIR = """Your answer describes a change but holds no code, so nothing could be applied.
+Now {request}
+Write the code at once, with no sentence before it."""
+
+
+def code_request(instructions: str, target: str) -> str | None:
+    """The part of an operator's closing request that asks for the code ("give ..."), without the
+    sentence asked for before it; None when the request has no such part."""
+    i = instructions.find("Then give")
+    return instructions[i + len("Then "):].replace("{target}", target) if i >= 0 else None
+
 
 #: the follow-up turn after an answer whose program crashed in the evaluation's first stage: the
 #: model fixes its own program (the next answer edits the program with its change applied)
@@ -182,7 +198,8 @@ class FMOperator(Operator):
         return self.instructions
 
     def propose(self, ctx: ProposalContext, fm: Any, sampling: Sampling) -> Proposal:
-        messages = build_messages(ctx, self.instructions_for(ctx, sampling))
+        instructions = self.instructions_for(ctx, sampling)
+        messages = build_messages(ctx, instructions)
         parent = base = ctx.files[ctx.target]  # base: what the next answer edits (after a crash, the crashed program)
         completions: list[Any] = []
         failed = 0
@@ -228,7 +245,8 @@ class FMOperator(Operator):
                 if not repairs:
                     break
                 repairs -= 1
-                follow_up = REPAIR.format(error=error)
+                request = code_request(instructions, ctx.target) if error == NO_CODE else None
+                follow_up = NO_CODE_REPAIR.format(request=request) if request else REPAIR.format(error=error)
             messages = messages + [{"role": "assistant", "content": completion.text},
                                    {"role": "user", "content": follow_up}]
         proposal = Proposal(self.name, ctx.target, None, prompt=render(messages), response=completion.text,

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 from evaluators import syntax
 
+#: why an answer that is prose only (no fence, nothing that looks like code) is unusable
+NO_CODE = "no code block found in the answer"
+
 SEARCH_RE = re.compile(
     r"<{5,9}\s*SEARCH[^\n]*\n(?P<search>.*?)\n?={5,9}[^\n]*\n(?P<replace>.*?)\n?>{5,9}\s*REPLACE",
     re.DOTALL,
@@ -106,7 +109,7 @@ def parse_rewrite(text: str) -> str:
     stripped = text.strip()
     if re.match(r"^(\"\"\"|'''|#|import |from |def |class |[A-Za-z_]\w* *=)", stripped):
         return stripped + "\n"
-    raise ProposalInvalid("no code block found in the answer")
+    raise ProposalInvalid(NO_CODE)
 
 
 def code_blocks(text: str) -> list[str]:
