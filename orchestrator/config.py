@@ -76,7 +76,7 @@ class MutationSection(_Section):
     repairs: int = Field(1, ge=0, le=5, description="follow-up turns after an unusable FM answer")
     # a usable answer is first run through the evaluation's first stage; if its program crashes
     # there, the error goes back to the model this many times, within the same attempt (0: no check)
-    run_repairs: int = Field(1, ge=0, le=5, description="follow-up turns after an answer whose program crashed")
+    run_repairs: int = Field(1, ge=0, le=5, description="fix requests (each a new conversation) after an answer whose program crashed")
     # one idea per prompt, drawn from the evaluator's ideas plus these, with this probability
     ideas: list[str] = Field(default_factory=list)
     idea_share: float = Field(0.5, ge=0, le=1)

@@ -209,10 +209,10 @@ def test_without_repairs_the_unusable_answer_is_the_invalid_child(tmp_path):
     assert child.status == NodeStatus.INVALID and "defined nowhere: 'small_radius'" in child.error
 
 
-def test_a_program_that_crashes_goes_back_with_its_error_and_the_fix_edits_the_crashed_program(tmp_path):
+def test_a_program_that_crashes_goes_to_a_new_conversation_with_its_error_and_the_fix_edits_it(tmp_path):
     # the first answer compiles but crashes when run; the check (the evaluation's first stage, in
-    # the sandbox) finds it and its traceback goes back; the fix is a SEARCH/REPLACE on the crashed
-    # program (not on the parent), and that is the child
+    # the sandbox) finds it; a new conversation shows the crashed program (not the parent, not the
+    # first answer) with its traceback; the fix is a SEARCH/REPLACE on that program, and is the child
     crashed = GRID.replace("radii.append(0.04)", "radii.append(0.04)\n    raise RuntimeError('boom in candidate')")
     fix = "Remove the raise.\n<<<<<<< SEARCH\n    raise RuntimeError('boom in candidate')\n=======\n>>>>>>> REPLACE\n"
     script = [Reply(rewrite(crashed), 100, 30), Reply(fix, 200, 40)]
@@ -221,15 +221,19 @@ def test_a_program_that_crashes_goes_back_with_its_error_and_the_fix_edits_the_c
         requests = srv.requests
     assert len(requests) == 2
     first, repair = requests
-    assert repair["messages"][:-2] == first["messages"]
+    assert [m["role"] for m in repair["messages"]] == ["system", "user"]  # nothing of the first answer to copy
     said = repair["messages"][-1]["content"]
-    assert said.startswith("Your change was applied and the program was run. It failed at stage ")
-    assert "with:\nRuntimeError: boom in candidate\nThe whole error:\n" in said  # what broke first, then the traceback
+    assert said.startswith("## Task\n") and first["messages"][-1]["content"].split("\n\n## ")[0] in said
+    shown = said.split("## A program that crashes: packing.py\n```python\n")[1].split("\n```\n")[0]
+    assert "radii.append(0.04)\n    raise RuntimeError('boom in candidate')" in shown  # the answer applied
+    assert "RuntimeError: boom in candidate\nThe whole error:\n" in said  # what broke first, then the traceback
     assert "Traceback (most recent call last)" in said
+    assert said.rstrip().endswith("(the whole packing.py if the fix spans it).")
     assert repair["temperature"] == pytest.approx(min(1.0, first["temperature"] + 0.15))  # a repeat is less likely
     with Archive.open(tmp_path / "run", readonly=True) as archive:
         child = archive.get(1)
         assert child.status == NodeStatus.ADMITTED and child.response == fix
+        assert child.prompt.count("[system]") == 2 and "## A program that crashes" in child.prompt  # both kept
         assert "boom" not in archive.read_files(child.id)["packing.py"].decode()
         assert child.timings["checks"] == 1 and child.timings["run_repairs"] == 1
         assert child.timings["fm_calls"] == 2.0 and (child.prompt_tokens, child.completion_tokens) == (300, 70)

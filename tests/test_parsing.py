@@ -466,3 +466,33 @@ def test_other_unusable_answers_keep_the_generic_repair_turn():
     ctx = ProposalContext(task="T", parent_id=0, files={"a.py": SRC}, editable=["a.py"], target="a.py")
     assert op.propose(ctx, fm, Sampling(0.7, 0, 100)).valid
     assert fm.conversations[1][-1]["content"].startswith("Your answer could not be used: the code blocks redefine none")
+
+
+def test_a_fix_request_takes_any_edit_shape_whatever_the_operator_asked_first():
+    # a tweak's answer crashes; the fix conversation asks for whole functions, and the fix (a whole
+    # function, which a tweak's own parser would not read) edits the crashed program, not the parent
+    from concurrent.futures import Future
+
+    from evaluators.pipeline import EvaluationResult, StageResult
+    from orchestrator.mutation.operators import Sampling, TweakOperator
+    from orchestrator.mutation.prompts import ProposalContext
+
+    results = iter([EvaluationResult(stages=[StageResult("smoke", False, False, None, error="ZeroDivisionError: boom")]),
+                    EvaluationResult(stages=[StageResult("smoke", True, True, 1.0)])])
+
+    def check(files):
+        fut = Future()
+        fut.set_result(next(results))
+        return fut
+
+    tweak = "Raise g.\n<<<<<<< SEARCH\n    return 2\n=======\n    return 2 / 0\n>>>>>>> REPLACE"
+    fix = "g divides by zero.\n```python\ndef g():\n    return 3\n```"
+    fm = _ScriptedFM(tweak, fix)
+    op = TweakOperator()
+    op.repairs, op.run_repairs = 1, 1
+    ctx = ProposalContext(task="T", parent_id=0, files={"a.py": SRC}, editable=["a.py"], target="a.py", check=check)
+    proposal = op.propose(ctx, fm, Sampling(0.7, 0, 100))
+    assert len(fm.conversations) == 2 and len(fm.conversations[1]) == 2
+    assert "return 2 / 0" in fm.conversations[1][1]["content"]  # the crashed program is the one shown
+    assert proposal.valid and proposal.files["a.py"] == SRC.replace("return 2", "return 3")
+    assert proposal.counts == {"checks": 1, "run_repairs": 1}  # the last answer is left to the evaluation

@@ -28,12 +28,14 @@ from orchestrator.mutation.parsing import (
 )
 from orchestrator.mutation.prompts import (
     DIFF_INSTRUCTIONS,
+    FIX_INSTRUCTIONS,
     FUNCTION_INSTRUCTIONS,
     REWRITE_INSTRUCTIONS,
     TWEAK_INSTRUCTIONS,
     ProposalContext,
     edit_example,
     build_messages,
+    build_fix_messages,
     clip_middle,
     render,
 )
@@ -88,15 +90,6 @@ def code_request(instructions: str, target: str) -> str | None:
     i = instructions.find("Then give")
     return instructions[i + len("Then "):].replace("{target}", target) if i >= 0 else None
 
-
-#: the follow-up turn after an answer whose program crashed in the evaluation's first stage: the
-#: model fixes its own program (the next answer edits the program with its change applied)
-RUN_REPAIR = """Your change was applied and the program was run. It failed at stage {stage} with:
-{what}
-The whole error:
-{error}
-Fix the program with your change applied: answer again, in the form asked above, with the cause
-of that error changed (repeating the same code fails the same way)."""
 
 #: each follow-up turn samples this much hotter (to at most 1.0): the small model, asked to fix its
 #: answer, often repeats it word for word
@@ -175,8 +168,9 @@ class FMOperator(Operator):
       does not compile or names something undefined, no change) goes back with the reason, up to
       ``repairs`` times (``[mutation] repairs``);
     - a usable answer is run through the evaluation's first stage when the loop gives a check
-      (``ctx.check``); if its program crashes there, the error goes back and the next answer edits
-      the program with the change applied, up to ``run_repairs`` times (``[mutation] run_repairs``).
+      (``ctx.check``); if its program crashes there, a new conversation shows that program and its
+      error and asks for a fix, which edits the crashed program, up to ``run_repairs`` times
+      (``[mutation] run_repairs``).
     """
 
     instructions: str
@@ -200,7 +194,9 @@ class FMOperator(Operator):
     def propose(self, ctx: ProposalContext, fm: Any, sampling: Sampling) -> Proposal:
         instructions = self.instructions_for(ctx, sampling)
         messages = build_messages(ctx, instructions)
+        earlier: list[dict[str, str]] = []  # the attempt's finished conversations, for the record
         parent = base = ctx.files[ctx.target]  # base: what the next answer edits (after a crash, the crashed program)
+        apply = self.apply  # how an answer becomes the file (an answer to a fix request: any edit shape)
         completions: list[Any] = []
         failed = 0
         repairs, run_repairs, counts = self.repairs, self.run_repairs if ctx.check else 0, {}
@@ -221,7 +217,7 @@ class FMOperator(Operator):
             completions.append(completion)
             last_crash = crash
             try:
-                new, error, crash = self.checked(base, completion.text, ctx.target, parent), "", None
+                new, error, crash = self.checked(base, completion.text, ctx.target, parent, apply), "", None
             except ProposalInvalid as e:
                 new, error, crash = None, str(e), None
             if last_crash is not None and error == REPEATED:
@@ -237,19 +233,22 @@ class FMOperator(Operator):
                     sampling.tokens_left is not None and spent >= sampling.tokens_left):
                 break
             if crash is not None:
+                # the crashed program goes to a new conversation, as the program to fix
                 run_repairs, base = run_repairs - 1, new
                 counts["run_repairs"] = counts.get("run_repairs", 0) + 1
-                follow_up = RUN_REPAIR.format(stage=crash[0], what=_last_line(crash[1]),
-                                              error=clip_middle(crash[1], RUN_ERROR_CHARS))
-            else:
-                if not repairs:
-                    break
-                repairs -= 1
-                request = code_request(instructions, ctx.target) if error == NO_CODE else None
-                follow_up = NO_CODE_REPAIR.format(request=request) if request else REPAIR.format(error=error)
+                earlier += messages + [{"role": "assistant", "content": completion.text}]
+                instructions, apply = FIX_INSTRUCTIONS, any_edit
+                messages = build_fix_messages(ctx, new, crash[0], _last_line(crash[1]),
+                                              clip_middle(crash[1], RUN_ERROR_CHARS))
+                continue
+            if not repairs:
+                break
+            repairs -= 1
+            request = code_request(instructions, ctx.target) if error == NO_CODE else None
+            follow_up = NO_CODE_REPAIR.format(request=request) if request else REPAIR.format(error=error)
             messages = messages + [{"role": "assistant", "content": completion.text},
                                    {"role": "user", "content": follow_up}]
-        proposal = Proposal(self.name, ctx.target, None, prompt=render(messages), response=completion.text,
+        proposal = Proposal(self.name, ctx.target, None, prompt=render(earlier + messages), response=completion.text,
                             completion=completion if len(completions) + failed == 1 else AttemptUsage.of(completions, failed),
                             counts=counts)
         proposal.summary = summarise(completion.text)
@@ -274,10 +273,11 @@ class FMOperator(Operator):
         stage = result.stages[0]
         return stage.stage, stage.error or "the program produced no usable output"
 
-    def checked(self, old: str, answer: str, target: str, parent: str | None = None) -> str:
-        """The file's new text from ``answer`` applied to ``old``; ProposalInvalid says why there
-        is none. ``parent``: the parent's text, when ``old`` is an earlier answer's program."""
-        new = self.apply(old, answer)
+    def checked(self, old: str, answer: str, target: str, parent: str | None = None, apply: Any = None) -> str:
+        """The file's new text from ``answer`` applied to ``old`` (by ``apply``, default the operator's
+        own ``apply``); ProposalInvalid says why there is none. ``parent``: the parent's text, when
+        ``old`` is an earlier answer's program."""
+        new = (apply or self.apply)(old, answer)
         if new.strip() == (parent if parent is not None else old).strip():
             raise ProposalInvalid("the proposal is identical to the parent")
         if parent is not None and new.strip() == old.strip():
