@@ -226,9 +226,14 @@ def test_a_program_that_crashes_goes_to_a_new_conversation_with_its_error_and_th
     assert said.startswith("## Task\n") and first["messages"][-1]["content"].split("\n\n## ")[0] in said
     shown = said.split("## A program that crashes: packing.py\n```python\n")[1].split("\n```\n")[0]
     assert "radii.append(0.04)\n    raise RuntimeError('boom in candidate')" in shown  # the answer applied
-    assert "RuntimeError: boom in candidate\nThe whole error:\n" in said  # what broke first, then the traceback
+    assert ": RuntimeError: boom in candidate\nIt is raised in `construct_packing`" in said  # what broke first, where,
+    assert "\nThe whole error:\n" in said  # then the traceback
     assert "Traceback (most recent call last)" in said
     assert said.rstrip().endswith("(the whole packing.py if the fix spans it).")
+    # the request names the function the traceback says the error is raised in, and its line
+    line = shown.splitlines().index("    raise RuntimeError('boom in candidate')") + 1
+    assert f"It is raised in `construct_packing`, line {line} of packing.py: `raise RuntimeError('boom in candidate')`." in said
+    assert "definition of `construct_packing` (and of any other function you change)" in said
     assert repair["temperature"] == pytest.approx(min(1.0, first["temperature"] + 0.15))  # a repeat is less likely
     with Archive.open(tmp_path / "run", readonly=True) as archive:
         child = archive.get(1)

@@ -496,3 +496,19 @@ def test_a_fix_request_takes_any_edit_shape_whatever_the_operator_asked_first():
     assert "return 2 / 0" in fm.conversations[1][1]["content"]  # the crashed program is the one shown
     assert proposal.valid and proposal.files["a.py"] == SRC.replace("return 2", "return 3")
     assert proposal.counts == {"checks": 1, "run_repairs": 1}  # the last answer is left to the evaluation
+
+
+def test_the_crash_site_is_the_last_frame_of_the_traceback_in_the_edited_file():
+    from orchestrator.mutation.prompts import crash_site
+
+    program = "import numpy as np\n\n\ndef build():\n    return helper()\n\n\ndef helper():\n    return np.zeros(2)[5]\n"
+    error = ('Traceback (most recent call last):\n  File "/tmp/x/_dgm_harness.py", line 14, in main\n    build()\n'
+             '  File "/tmp/x/packing.py", line 5, in build\n    return helper()\n'
+             '  File "/tmp/x/packing.py", line 9, in helper\n    return np.zeros(2)[5]\n'
+             '  File "/usr/lib/numpy/core.py", line 3, in __getitem__\n'
+             'IndexError: index 5 is out of bounds for axis 0 with size 2')
+    assert crash_site(error, "packing.py", program) == ("helper", 9, "return np.zeros(2)[5]")
+    assert crash_site(error, "other.py", program) is None  # no frame in the edited file
+    assert crash_site("ValueError: bad shape", "packing.py", program) is None  # no traceback at all
+    module_level = 'Traceback (most recent call last):\n  File "/tmp/x/packing.py", line 1, in <module>\nNameError: x'
+    assert crash_site(module_level, "packing.py", program) is None  # not in a function: nothing to name

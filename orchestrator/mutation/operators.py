@@ -28,14 +28,15 @@ from orchestrator.mutation.parsing import (
 )
 from orchestrator.mutation.prompts import (
     DIFF_INSTRUCTIONS,
-    FIX_INSTRUCTIONS,
     FUNCTION_INSTRUCTIONS,
     REWRITE_INSTRUCTIONS,
     TWEAK_INSTRUCTIONS,
     ProposalContext,
     edit_example,
+    fix_request,
     build_messages,
     build_fix_messages,
+    crash_site,
     clip_middle,
     render,
 )
@@ -237,9 +238,9 @@ class FMOperator(Operator):
                 run_repairs, base = run_repairs - 1, new
                 counts["run_repairs"] = counts.get("run_repairs", 0) + 1
                 earlier += messages + [{"role": "assistant", "content": completion.text}]
-                instructions, apply = FIX_INSTRUCTIONS, any_edit
-                messages = build_fix_messages(ctx, new, crash[0], _last_line(crash[1]),
-                                              clip_middle(crash[1], RUN_ERROR_CHARS))
+                error_text = clip_middle(crash[1], RUN_ERROR_CHARS)
+                instructions = fix_request(ctx.target, crash_site(error_text, ctx.target, new))
+                apply, messages = any_edit, build_fix_messages(ctx, new, crash[0], _last_line(crash[1]), error_text)
                 continue
             if not repairs:
                 break

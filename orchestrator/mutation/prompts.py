@@ -6,6 +6,7 @@ Only public metrics and public feedback ever reach a prompt; private metrics are
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -31,7 +32,6 @@ def edit_example(code: str, seed: int) -> str:
     `step = 0.1` was copied by the model into edits that matched nothing). Empty when no code
     line holds a number."""
     import random
-    import re
 
     lines = [line for line in code.split("\n") if line.strip() and not line.strip().startswith(("#", '"', "'"))
              and re.search(r"(?<![\w.])\d+\.\d+(?![\w.])", line)]
@@ -144,22 +144,49 @@ def build_messages(ctx: ProposalContext, instructions: str) -> list[dict[str, st
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
-#: the request that closes a fix conversation (see ``build_fix_messages``)
+#: the request that closes a fix conversation (see ``build_fix_messages``); ``{what}``: the function
+#: the error is raised in, when the traceback names one of the program's, else "each function you change"
 FIX_INSTRUCTIONS = """Fix the cause of that error in {target}; keep everything else the program does. First write one
-sentence naming the cause. Then give the COMPLETE corrected definition of each function you change in one
+sentence naming the cause. Then give the COMPLETE corrected definition of {what} in one
 ```python code block (the whole {target} if the fix spans it)."""
+
+_FRAME_RE = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<name>[\w<>]+)')
+
+
+def crash_site(error: str, target: str, program: str) -> tuple[str, int, str] | None:
+    """Where in ``program`` (the file ``target``) a traceback says the error was raised: the last
+    frame in that file, as (function, line number, that line's code); None when no frame is in a
+    function of it."""
+    frames = [m for m in _FRAME_RE.finditer(error)
+              if m["path"].replace("\\", "/").rsplit("/", 1)[-1] == target.rsplit("/", 1)[-1] and not m["name"].startswith("<")]
+    if not frames:
+        return None
+    lines, line = program.splitlines(), int(frames[-1]["line"])
+    return frames[-1]["name"], line, lines[line - 1].strip() if 0 < line <= len(lines) else ""
+
+
+def fix_request(target: str, site: tuple[str, int, str] | None) -> str:
+    """The closing request of a fix conversation: the corrected function the error is raised in."""
+    what = f"`{site[0]}` (and of any other function you change)" if site else "each function you change"
+    return FIX_INSTRUCTIONS.replace("{what}", what).replace("{target}", target)
 
 
 def build_fix_messages(ctx: ProposalContext, program: str, stage: str, what: str, error: str) -> list[dict[str, str]]:
     """A new conversation about a program that crashed: the task, that program and its error, and
-    a request to fix it. The small model, asked in the same conversation as a follow-up, answered
-    the crashed program again or kept its cause (0 of 15 crashes fixed in the efficacy campaigns);
-    shown the program as the one to fix, it meets the task it was trained on (a bug and its
-    traceback), without its earlier answer to copy."""
+    a request to fix it that names the function the error is raised in. The small model, asked in
+    the same conversation as a follow-up, answered the crashed program again or kept its cause (0 of
+    15 crashes fixed in the efficacy campaigns); shown the program as the one to fix, it meets the
+    task it was trained on (a bug and its traceback), without its earlier answer to copy. Not told
+    where, it rewrote a function the error did not pass through (circle packing, seed 3)."""
+    site = crash_site(error, ctx.target, program)
+    where = ""
+    if site:
+        where = f"\nIt is raised in `{site[0]}`, line {site[1]} of {ctx.target}" + (f": `{site[2]}`" if site[2] else "") + "."
+    request = fix_request(ctx.target, site)
     parts = [f"## Task\n{ctx.task.strip()}",
              f"## A program that crashes: {ctx.target}\n```python\n{program.rstrip()}\n```",
-             f"## How it failed\nAt stage {stage}: {what}\nThe whole error:\n{error.strip()}",
-             "## Your answer\n" + FIX_INSTRUCTIONS.replace("{target}", ctx.target)]
+             f"## How it failed\nAt stage {stage}: {what}{where}\nThe whole error:\n{error.strip()}",
+             "## Your answer\n" + request]
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
