@@ -469,12 +469,13 @@ def test_other_unusable_answers_keep_the_generic_repair_turn():
 
 
 def test_a_fix_request_takes_any_edit_shape_whatever_the_operator_asked_first():
-    # a tweak's answer crashes; the fix conversation asks for whole functions, and the fix (a whole
-    # function, which a tweak's own parser would not read) edits the crashed program, not the parent
+    # a function operator's answer crashes; the fix conversation takes any edit shape, and the fix (a
+    # SEARCH/REPLACE, which the function operator's own parser does not read) edits the crashed
+    # program, not the parent
     from concurrent.futures import Future
 
     from evaluators.pipeline import EvaluationResult, StageResult
-    from orchestrator.mutation.operators import Sampling, TweakOperator
+    from orchestrator.mutation.operators import FunctionOperator, Sampling
     from orchestrator.mutation.prompts import ProposalContext
 
     results = iter([EvaluationResult(stages=[StageResult("smoke", False, False, None, error="ZeroDivisionError: boom")]),
@@ -485,10 +486,10 @@ def test_a_fix_request_takes_any_edit_shape_whatever_the_operator_asked_first():
         fut.set_result(next(results))
         return fut
 
-    tweak = "Raise g.\n<<<<<<< SEARCH\n    return 2\n=======\n    return 2 / 0\n>>>>>>> REPLACE"
-    fix = "g divides by zero.\n```python\ndef g():\n    return 3\n```"
-    fm = _ScriptedFM(tweak, fix)
-    op = TweakOperator()
+    first = "Raise g.\n```python\ndef g():\n    return 2 / 0\n```"
+    fix = "g divides by zero.\n<<<<<<< SEARCH\n    return 2 / 0\n=======\n    return 3\n>>>>>>> REPLACE"
+    fm = _ScriptedFM(first, fix)
+    op = FunctionOperator()
     op.repairs, op.run_repairs = 1, 1
     ctx = ProposalContext(task="T", parent_id=0, files={"a.py": SRC}, editable=["a.py"], target="a.py", check=check)
     proposal = op.propose(ctx, fm, Sampling(0.7, 0, 100))

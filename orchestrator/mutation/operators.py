@@ -11,7 +11,7 @@ import abc
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from orchestrator.events import NodeEvent
 from orchestrator.fm.client import FMError
@@ -239,8 +239,9 @@ class FMOperator(Operator):
                 counts["run_repairs"] = counts.get("run_repairs", 0) + 1
                 earlier += messages + [{"role": "assistant", "content": completion.text}]
                 error_text = clip_middle(crash[1], RUN_ERROR_CHARS)
-                instructions = fix_request(ctx.target, crash_site(error_text, ctx.target, new))
-                apply, messages = any_edit, build_fix_messages(ctx, new, crash[0], _last_line(crash[1]), error_text)
+                site = crash_site(error_text, ctx.target, new)
+                instructions = fix_request(ctx.target, site)
+                apply, messages = any_edit, build_fix_messages(ctx, new, crash[0], _last_line(crash[1]), error_text, site)
                 continue
             if not repairs:
                 break
@@ -274,7 +275,8 @@ class FMOperator(Operator):
         stage = result.stages[0]
         return stage.stage, stage.error or "the program produced no usable output"
 
-    def checked(self, old: str, answer: str, target: str, parent: str | None = None, apply: Any = None) -> str:
+    def checked(self, old: str, answer: str, target: str, parent: str | None = None,
+                apply: Callable[[str, str], str] | None = None) -> str:
         """The file's new text from ``answer`` applied to ``old`` (by ``apply``, default the operator's
         own ``apply``); ProposalInvalid says why there is none. ``parent``: the parent's text, when
         ``old`` is an earlier answer's program."""

@@ -171,16 +171,16 @@ def fix_request(target: str, site: tuple[str, int, str] | None) -> str:
     return FIX_INSTRUCTIONS.replace("{what}", what).replace("{target}", target)
 
 
-def build_fix_messages(ctx: ProposalContext, program: str, stage: str, what: str, error: str) -> list[dict[str, str]]:
+def build_fix_messages(ctx: ProposalContext, program: str, stage: str, what: str, error: str,
+                       site: tuple[str, int, str] | None) -> list[dict[str, str]]:
     """A new conversation about a program that crashed: the task, that program and its error, and
     a request to fix it that names the function the error is raised in. The small model, asked in
     the same conversation as a follow-up, answered the crashed program again or kept its cause (0 of
     15 crashes fixed in the efficacy campaigns); shown the program as the one to fix, it meets the
     task it was trained on (a bug and its traceback), without its earlier answer to copy. Not told
     where, it rewrote a function the error did not pass through (circle packing, seed 3)."""
-    site = crash_site(error, ctx.target, program)
     where = ""
-    if site:
+    if site:  # ``crash_site(error, ctx.target, program)``, found once by the caller
         where = f"\nIt is raised in `{site[0]}`, line {site[1]} of {ctx.target}" + (f": `{site[2]}`" if site[2] else "") + "."
     request = fix_request(ctx.target, site)
     parts = [f"## Task\n{ctx.task.strip()}",
