@@ -15,6 +15,7 @@ from evaluators.circle_packing.evaluator import CirclePackingEvaluator
 from orchestrator.config import load_config
 from orchestrator.report import build_report, render as render_report
 from orchestrator.fm.client import FMClient
+from orchestrator.mutation.prompts import NEW_CONVERSATION
 from tests.campaign_helpers import (
     CHEAT, CRASH, GRID, LOOP, NAN, OVERLAP, SEED_CODE, SYNTAX, answer_once, rewrite, write_config,
 )
@@ -239,6 +240,9 @@ def test_a_program_that_crashes_goes_to_a_new_conversation_with_its_error_and_th
         child = archive.get(1)
         assert child.status == NodeStatus.ADMITTED and child.response == fix
         assert child.prompt.count("[system]") == 2 and "## A program that crashes" in child.prompt  # both kept
+        # and a reader sees where the fix conversation starts
+        first, second = child.prompt.split(NEW_CONVERSATION)
+        assert "[system]" in first and second.lstrip().startswith("[system]") and "## A program that crashes" in second
         assert "boom" not in archive.read_files(child.id)["packing.py"].decode()
         assert child.timings["checks"] == 1 and child.timings["run_repairs"] == 1
         assert child.timings["fm_calls"] == 2.0 and (child.prompt_tokens, child.completion_tokens) == (300, 70)

@@ -513,3 +513,19 @@ def test_the_crash_site_is_the_last_frame_of_the_traceback_in_the_edited_file():
     assert crash_site("ValueError: bad shape", "packing.py", program) is None  # no traceback at all
     module_level = 'Traceback (most recent call last):\n  File "/tmp/x/packing.py", line 1, in <module>\nNameError: x'
     assert crash_site(module_level, "packing.py", program) is None  # not in a function: nothing to name
+
+
+def test_a_library_file_of_the_same_name_is_not_taken_for_the_edited_file():
+    """torch has its own ``optim/optimizer.py``: a frame there, after the program's own, must not
+    point the fix request at a line of the program that the error never passed through."""
+    from orchestrator.mutation.prompts import crash_site
+
+    program = "import torch\n\n\ndef step(opt):\n    opt.step()\n    return opt\n"
+    error = ('Traceback (most recent call last):\n  File "/tmp/x/_dgm_harness.py", line 14, in main\n    run()\n'
+             '  File "/tmp/x/optimizer.py", line 5, in step\n    opt.step()\n'
+             '  File "/usr/lib/python3/site-packages/torch/optim/optimizer.py", line 3, in step\n    raise err\n'
+             'RuntimeError: boom')
+    assert crash_site(error, "optimizer.py", program) == ("step", 5, "opt.step()")
+    # a nested target is matched by its whole relative path, not by its base name
+    assert crash_site(error.replace("/tmp/x/optimizer.py", "/tmp/x/pkg/optimizer.py"), "pkg/optimizer.py", program) == ("step", 5, "opt.step()")
+    assert crash_site(error.replace("/tmp/x/optimizer.py", "/tmp/x/other/optimizer.py"), "pkg/optimizer.py", program) is None

@@ -6,6 +6,7 @@ Only public metrics and public feedback ever reach a prompt; private metrics are
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -156,13 +157,33 @@ _FRAME_RE = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<name
 def crash_site(error: str, target: str, program: str) -> tuple[str, int, str] | None:
     """Where in ``program`` (the file ``target``) a traceback says the error was raised: the last
     frame in that file, as (function, line number, that line's code); None when no frame is in a
-    function of it."""
+    function of it.
+
+    A frame counts when its path ends with ``target`` *and* ``program`` defines a function of the
+    frame's name around the frame's line: a library file of the same name (torch's
+    ``optim/optimizer.py``, say) in the same traceback is not mistaken for the edited one."""
+    spans = _function_spans(program)
+    suffix = "/" + target.replace("\\", "/").lstrip("/")
     frames = [m for m in _FRAME_RE.finditer(error)
-              if m["path"].replace("\\", "/").rsplit("/", 1)[-1] == target.rsplit("/", 1)[-1] and not m["name"].startswith("<")]
+              if ("/" + m["path"].replace("\\", "/").lstrip("/")).endswith(suffix)
+              and any(a <= int(m["line"]) <= b for a, b in spans.get(m["name"], ()))]
     if not frames:
         return None
     lines, line = program.splitlines(), int(frames[-1]["line"])
     return frames[-1]["name"], line, lines[line - 1].strip() if 0 < line <= len(lines) else ""
+
+
+def _function_spans(program: str) -> dict[str, list[tuple[int, int]]]:
+    """Each function name of ``program`` → the line spans of its definitions (empty when it does not parse)."""
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError):
+        return {}
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            spans.setdefault(node.name, []).append((node.lineno, node.end_lineno or node.lineno))
+    return spans
 
 
 def fix_request(target: str, site: tuple[str, int, str] | None) -> str:
@@ -190,6 +211,13 @@ def build_fix_messages(ctx: ProposalContext, program: str, stage: str, what: str
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
+#: put before each conversation after the first in a rendered prompt (an attempt's fix request
+#: starts a new conversation, and the record keeps both)
+NEW_CONVERSATION = "======== a new conversation ========"
+
+
 def render(messages: list[dict[str, str]]) -> str:
-    """The prompt as one text, for the archive."""
-    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
+    """The prompt as one text, for the archive: a system message after the first starts a new
+    conversation and is marked so, so a reader (``dgm archive show``, the UI) sees where it begins."""
+    return "\n\n".join((f"{NEW_CONVERSATION}\n\n" if i and m["role"] == "system" else "") + f"[{m['role']}]\n{m['content']}"
+                       for i, m in enumerate(messages))
