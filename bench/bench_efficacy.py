@@ -10,6 +10,12 @@ Run:  .venv/bin/python bench/bench_efficacy.py --suite optimizer --seed 0 --iter
       .venv/bin/python bench/bench_efficacy.py --summary
       .venv/bin/python bench/bench_efficacy.py --rescore   # reports rebuilt from the kept run dirs
       .venv/bin/python bench/bench_efficacy.py --from-run DIR/camp/run --commit C   # a run stopped early
+      .venv/bin/python bench/bench_efficacy.py --measure-run DIR/camp/run --draws 3   # more draws, after the fact
+
+After the campaign, the seed and the best are evaluated again until each has ``--draws`` draws
+(default 3), each on a new evaluation seed (``dgm remeasure``): the held-out criterion then compares
+two means of as many draws, and holds the gain against the seed's spread over them, instead of one
+draw of the best (a fit child of a suite whose public runs use fixed seeds was never raced).
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 from archive import Archive  # noqa: E402
 from orchestrator.campaign import Campaign  # noqa: E402
 from orchestrator.cli.init_cmd import write_campaign  # noqa: E402
-from orchestrator.config import load_config  # noqa: E402
+from orchestrator.cli.remeasure_cmd import remeasure_in_run  # noqa: E402
+from orchestrator.config import CampaignConfig, load_config, parse_config  # noqa: E402
 from orchestrator.fm.providers import open_fm  # noqa: E402
 from orchestrator.report import build_report  # noqa: E402
 
@@ -55,7 +62,41 @@ def held_out_gain(e: dict) -> dict | None:
             "beats_twice_the_spread": spread is not None and gain > 2 * spread}
 
 
-def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep: Path | None) -> dict:
+def config_of_run(run_dir: Path) -> CampaignConfig:
+    """The config a kept run last worked under (its archive keeps it), not its campaign file:
+    ``run_one`` sets the random seed and the operator mix in memory, and the evaluation seeds of
+    new draws follow the random seed."""
+    with Archive.open(run_dir, readonly=True) as archive:
+        data = json.loads(archive.get_meta("config") or "{}")
+    if not data:
+        raise SystemExit(f"{run_dir}: the run keeps no config (not a dgm run, or it never started)")
+    return parse_config(data, source=f"{run_dir}/archive.db (meta config)", base_dir=run_dir.parent)
+
+
+def measure_seed_and_best(run_dir: Path, draws: int) -> dict[str, int]:
+    """Evaluate the seed and the best again until each has ``draws`` draws; returns the draws added
+    per node id. New draws can change which node is best (a lucky first draw regresses), so this
+    repeats for the new best, a few times at most."""
+    cfg = config_of_run(run_dir)
+    added: dict[str, int] = {}
+    for _ in range(4):
+        report = report_of(run_dir, cfg.admission.confidence, cfg.evaluator.name)
+        short = [(n["id"], draws - len(n.get("draws") or [])) for n in (report["seed"], report["best"]) if n]
+        short = [(i, k) for i, k in dict(short).items() if k > 0]
+        if not short:
+            break
+        for node_id, k in short:
+            node, failed = remeasure_in_run(cfg, run_dir, node_id, k, log=lambda m: print(m, flush=True))
+            added[str(node_id)] = added.get(str(node_id), 0) + k - len(failed)
+            print(f"  node {node_id}: {len(node.draws)} draws, mean {node.score:.6g}"
+                  + "".join(f"; not complete: {r}" for r in failed), flush=True)
+            if failed:  # a draw that cannot complete will not complete on the next round either
+                return added
+    return added
+
+
+def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep: Path | None,
+            draws: int = 3) -> dict:
     root = keep or Path(tempfile.mkdtemp(prefix=f"dgm-eff-{suite}-"))
     cfg_path = write_campaign(root / "camp", suite)
     cfg = load_config(cfg_path)
@@ -67,11 +108,14 @@ def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep:
     with open_fm(cfg.fm, log=lambda m: print(f"dgm: {m}", flush=True)) as fm:
         Campaign(cfg, root / "camp" / "run", fm, on_update=_progress).run(iterations)
     wall = time.monotonic() - t0
+    t1 = time.monotonic()
+    added = measure_seed_and_best(root / "camp" / "run", draws) if draws > 1 else {}
     report = report_of(root / "camp" / "run", cfg.admission.confidence, suite)
     return {
         "suite": suite, "random_seed": seed, "iterations": iterations, "mix": cfg.mutation.operators, "commit": commit,
         "stages": cfg.evaluator.stages, "wall_s": round(wall, 1), "run_dir": str(root / "camp" / "run") if keep else None,
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **report,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "remeasured": {"draws": draws, "added": added, "wall_s": round(time.monotonic() - t1, 1)}, **report,
     }
 
 
@@ -186,6 +230,8 @@ def main() -> None:
     ap.add_argument("--from-run", type=Path, help="append the result of this kept run directory (a campaign stopped early)")
     ap.add_argument("--commit", help="with --from-run: the commit the campaign ran")
     ap.add_argument("--note", help="with --from-run: how the run went (stops, resumes, what ran beside it); its wall time covers only the last run")
+    ap.add_argument("--draws", type=int, default=3, help="after the campaign, draws the seed and the best each get (1: none added)")
+    ap.add_argument("--measure-run", type=Path, help="a kept run of an entry: measure its seed and best to --draws draws and rebuild that entry")
     args = ap.parse_args()
     entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     if args.summary:
@@ -195,12 +241,25 @@ def main() -> None:
         print(f"rebuilt {rescore(entries)} of {len(entries)} reports")
         RESULTS.write_text(json.dumps(entries, indent=1, default=str) + "\n")
         return
+    if args.measure_run:
+        run = args.measure_run.resolve()
+        mine = [e for e in entries if e.get("run_dir") and Path(e["run_dir"]).resolve() == run]
+        if not mine:
+            raise SystemExit(f"{run}: no entry of {RESULTS} kept this run (see --from-run)")
+        t1 = time.monotonic()
+        added = measure_seed_and_best(run, args.draws)
+        mine[-1].update(report_of(run, config_of_run(run).admission.confidence, mine[-1]["suite"]), remeasured={
+            "draws": args.draws, "added": added, "wall_s": round(time.monotonic() - t1, 1),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit()})
+        RESULTS.write_text(json.dumps(entries, indent=1, default=str) + "\n")
+        print(json.dumps({"run": str(run), "added": added, "held_out_gain": held_out_gain(mine[-1])}, default=str))
+        return
     if args.from_run:
         entry = entry_of_run(args.from_run.resolve(), args.commit)
         if args.note:
             entry["wall_note"] = args.note
     else:
-        entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep)
+        entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep, args.draws)
     entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []  # as it is now, after the campaign
     entries.append(entry)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

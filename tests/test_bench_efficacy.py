@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+from tests.test_racing import noisy_campaign  # noqa: F401  (a fixture: a real campaign on a noisy evaluator)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,3 +38,34 @@ def test_the_summary_says_against_which_spread_each_held_out_gain_was_held():
     (row,) = out.values()
     assert row["held_out_spread_of"] == ["public score draws", "held-out draws"]
     assert row["held_out_beats_twice_the_seed_spread"] == "2 of 2"  # +0.01 > 2 x 0 and > 2 x 0.004
+
+
+def test_the_seed_and_the_best_are_measured_again_until_each_has_as_many_draws(noisy_campaign, tmp_path, monkeypatch):
+    """One draw each (no noise measurement, no race): the held-out gain of one draw of the best
+    against one of the seed says nothing. ``--measure-run`` evaluates both on new evaluation seeds,
+    under the run's own config, and rebuilds the entry from the means and the seed's spread."""
+    import json
+    import sys
+
+    import pytest
+
+    bench = _bench()
+    noisy_campaign(["QUALITY = 0.56\n"], noise_evals=1, race=3).close()
+    run = tmp_path / "run"
+    results = tmp_path / "efficacy.json"
+    results.write_text(json.dumps([{"suite": "noisy", "random_seed": 0, "run_dir": str(run)}]))
+    monkeypatch.setattr(bench, "RESULTS", results)
+    monkeypatch.setattr(bench, "HELD_OUT", {"noisy": "hidden_quality"})
+    monkeypatch.setattr(sys, "argv", ["bench_efficacy.py", "--measure-run", str(run), "--draws", "3"])
+    bench.main()
+    (entry,) = json.loads(results.read_text())
+    assert entry["remeasured"]["added"] == {"0": 2, "1": 2}
+    # the noise of draws 0, 1, 2 is +0.04, -0.03, +0.01 (the Noisy evaluator's), for both programs
+    assert entry["seed"]["draws"] == pytest.approx([0.54, 0.47, 0.51]) and entry["best"]["draws"] == pytest.approx([0.60, 0.53, 0.57])
+    gain = bench.held_out_gain(entry)
+    assert gain["seed"] == pytest.approx(0.41333333) and gain["best"] == pytest.approx(0.47333333)
+    assert gain["spread_of"] == "held-out draws" and gain["seed_spread"] == pytest.approx(0.0702377, abs=1e-6)
+    assert not gain["beats_twice_the_spread"]  # +0.06 is inside 2 x 0.070: one draw each said +0.06 against 0
+    # enough draws already: nothing is added
+    bench.main()
+    assert json.loads(results.read_text())[0]["remeasured"]["added"] == {}
