@@ -63,9 +63,9 @@ def held_out_gain(e: dict) -> dict | None:
 
 
 def config_of_run(run_dir: Path) -> CampaignConfig:
-    """The config a kept run last worked under (its archive keeps it), not its campaign file:
-    ``run_one`` sets the random seed and the operator mix in memory, and the evaluation seeds of
-    new draws follow the random seed."""
+    """The config a kept run last worked under (its archive keeps it), not its campaign file: the
+    bench's runs up to 2026-12-04 set the random seed and the operator mix in memory only (their
+    files say random seed 0), and the evaluation seeds of new draws follow the random seed."""
     with Archive.open(run_dir, readonly=True) as archive:
         data = json.loads(archive.get_meta("config") or "{}")
     if not data:
@@ -98,11 +98,8 @@ def measure_seed_and_best(run_dir: Path, draws: int) -> dict[str, int]:
 def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep: Path | None,
             draws: int = 3) -> dict:
     root = keep or Path(tempfile.mkdtemp(prefix=f"dgm-eff-{suite}-"))
-    cfg_path = write_campaign(root / "camp", suite)
-    cfg = load_config(cfg_path)
-    cfg.campaign.random_seed = seed
-    if operators:
-        cfg.mutation.operators = json.loads(operators)
+    # the seed and the mix go into the kept campaign file, so `dgm run` / `dgm remeasure` on it agree
+    cfg = load_config(write_campaign(root / "camp", suite, random_seed=seed, operators=json.loads(operators) if operators else None))
     commit = _commit()  # the code the campaign runs (read at its start)
     t0 = time.monotonic()
     with open_fm(cfg.fm, log=lambda m: print(f"dgm: {m}", flush=True)) as fm:

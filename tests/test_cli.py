@@ -143,6 +143,18 @@ def test_kill_9_mid_campaign_then_resume(tmp_path, env):
         assert after[i].commit == n.commit
 
 
+def test_a_campaign_file_written_for_a_script_keeps_its_random_seed_and_operator_mix(tmp_path):
+    """bench_efficacy runs random seeds 1, 2, ... with its own mix: the kept campaign file must say
+    so, or `dgm run` (resume) and `dgm remeasure` on the run work under random seed 0."""
+    from orchestrator.cli.init_cmd import write_campaign
+    from orchestrator.config import load_config
+
+    cfg = load_config(write_campaign(tmp_path / "c", "optimizer", random_seed=2, operators={"diff": 0.5, "fit": 0.5}))
+    assert cfg.campaign.random_seed == 2 and cfg.mutation.operators == {"diff": 0.5, "fit": 0.5}
+    default = load_config(write_campaign(tmp_path / "d", "optimizer"))
+    assert default.campaign.random_seed == 0 and default.mutation.operators["fit"] == 0.25
+
+
 @pytest.mark.parametrize("template", ["circle_packing", "continual", "fewshot", "rl_objective", "optimizer"])
 def test_init_templates_give_loadable_campaigns(tmp_path, template):
     from evaluators.agent import load_manifest

@@ -20,7 +20,7 @@ CAMPAIGN_TOML = """\
 name = "{name}"
 iterations = 30          # total child attempts; `dgm run` again resumes up to this
 seed_agent = "seed"      # the agent every lineage starts from (agent.toml inside)
-random_seed = 0
+random_seed = {random_seed}
 
 [evaluator]
 name = "{evaluator}"
@@ -73,7 +73,11 @@ TEMPLATE_OPERATORS = {"coding": {"self": 1.0}}
 FULL_STAGE_NOTE = {"coding": 'add "full" to score all 124 problems and the held-out split (an hour or more on 2 cores)'}
 
 
-def write_campaign(dest: Path, evaluator: str, name: str | None = None) -> Path:
+def write_campaign(dest: Path, evaluator: str, name: str | None = None, random_seed: int = 0,
+                   operators: dict[str, float] | None = None) -> Path:
+    """Write ``dest/campaign.toml`` (and the seed agent beside it) for ``evaluator``; a script that
+    runs campaigns with another random seed or operator mix writes them here, so the file stays
+    the truth for ``dgm run`` (resume) and ``dgm remeasure`` on that run."""
     cls = registry.load_class(evaluator)
     dest.mkdir(parents=True, exist_ok=True)
     config = dest / "campaign.toml"
@@ -86,7 +90,8 @@ def write_campaign(dest: Path, evaluator: str, name: str | None = None) -> Path:
         note = FULL_STAGE_NOTE.get(evaluator, 'add "full" on a GPU machine')
         stages = f"stages = {names[:-1]!r}   # {note}\n".replace("'", '"')
     config.write_text(CAMPAIGN_TOML.format(config=config, name=name or dest.resolve().name, evaluator=evaluator, stages=stages,
-        operators=", ".join(f"{k} = {v}" for k, v in TEMPLATE_OPERATORS.get(evaluator, DEFAULT_WEIGHTS).items()),
+        operators=", ".join(f"{k} = {v}" for k, v in (operators or TEMPLATE_OPERATORS.get(evaluator, DEFAULT_WEIGHTS)).items()),
+        random_seed=int(random_seed),
     ))
     return config
 
