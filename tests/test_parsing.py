@@ -418,16 +418,19 @@ def test_a_check_that_cannot_run_or_a_broken_evaluator_is_never_sent_to_the_mode
 
 
 class _ScriptedFM:
-    """Answers the operator's calls with ``answers`` in turn and keeps every conversation it got."""
+    """Answers the operator's calls with ``answers`` in turn (a text, or (text, finish_reason)) and
+    keeps every conversation it got."""
 
-    def __init__(self, *answers: str):
+    def __init__(self, *answers: str | tuple[str, str]):
         self.answers, self.conversations = list(answers), []
 
     def complete(self, messages, **_):
         from orchestrator.fm.client import Completion
 
         self.conversations.append(messages)
-        return Completion(self.answers[len(self.conversations) - 1], "m", 1, 1, 0.0, 0.0, 1, "stop")
+        answer = self.answers[len(self.conversations) - 1]
+        text, finish = answer if isinstance(answer, tuple) else (answer, "stop")
+        return Completion(text, "m", 1, 1, 0.0, 0.0, 1, finish)
 
 
 def test_a_prose_only_answer_is_asked_for_the_code_part_of_the_request_alone():
@@ -454,6 +457,27 @@ def test_a_prose_only_answer_is_asked_for_the_code_part_of_the_request_alone():
             assert f"Now give the COMPLETE new definition of `{asked}`" in follow_up
         else:
             assert "Now give SEARCH/REPLACE blocks" in follow_up
+
+
+def test_an_answer_cut_off_at_the_token_limit_is_told_so_not_sent_after_a_syntax_error():
+    """The model that ran out of tokens did not write a syntax error: it wrote too much. The
+    follow-up says so, and asks for the changed code only."""
+    from orchestrator.mutation.operators import FunctionOperator, Sampling
+    from orchestrator.mutation.prompts import ProposalContext
+
+    cut = ("I will grow each value.\n```python\ndef f(x):\n    y = [x,\n" + "         x,\n" * 40, "length")
+    fm = _ScriptedFM(cut, "```python\ndef f(x):\n    return 2 * x\n```")
+    op = FunctionOperator()
+    op.repairs = 1
+    ctx = ProposalContext(task="T", parent_id=0, files={"a.py": SRC}, editable=["a.py"], target="a.py")
+    assert op.propose(ctx, fm, Sampling(0.7, 0, 1200)).valid
+    follow_up = fm.conversations[1][-1]["content"]
+    assert follow_up.startswith("Your answer could not be used: it was cut off at the token limit (1200 tokens)")
+    assert "Give only the code you change" in follow_up and "was never closed" in follow_up  # the parser's reason too
+    # the same unusable answer that the model did finish keeps the parser's reason alone
+    fm = _ScriptedFM(cut[0], "```python\ndef f(x):\n    return 2 * x\n```")
+    assert op.propose(ctx, fm, Sampling(0.7, 0, 1200)).valid
+    assert "cut off" not in fm.conversations[1][-1]["content"]
 
 
 def test_other_unusable_answers_keep_the_generic_repair_turn():

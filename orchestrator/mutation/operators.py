@@ -77,6 +77,13 @@ class AttemptUsage:
 REPAIR = """Your answer could not be used: {error}
 Answer again, in the form asked above, with that fixed."""
 
+#: why an answer the model did not finish is unusable: it reached the token limit (``finish_reason``
+#: "length"), so its code block is cut off and "does not compile" would send the model after a
+#: syntax error it did not make. Seen in 2 of 29 FM answers on circle packing (one repeating the
+#: same line until the limit) and 2 of 19 on continual.
+CUT_OFF = ("it was cut off at the token limit ({tokens} tokens) before its end ({why}). Give only the "
+           "code you change, once, with no unchanged code and no explanation")
+
 #: the follow-up turn after an answer that is prose only: the small model often describes its change
 #: and stops (5-15 % of FM answers in the efficacy campaigns), and asked "in the form asked above"
 #: it wrote the description again; this turn asks for the code part of the request alone
@@ -221,6 +228,8 @@ class FMOperator(Operator):
                 new, error, crash = self.checked(base, completion.text, ctx.target, parent, apply), "", None
             except ProposalInvalid as e:
                 new, error, crash = None, str(e), None
+                if getattr(completion, "finish_reason", None) == "length":
+                    error = CUT_OFF.format(tokens=sampling.max_tokens, why=error)
             if last_crash is not None and error == REPEATED:
                 # asked to fix its crash, the model gave the same program again: a further turn
                 # repeats it too (seen 3 times in 3 on fewshot), so the crash is the verdict
