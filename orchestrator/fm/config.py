@@ -49,7 +49,10 @@ class FMConfig(BaseModel):
     prices: Prices = Prices()
     # embedded server only
     model_path: Path | None = None
-    n_ctx: int = 4096          # context of one request (prompt + answer); the server holds n_ctx * n_parallel
+    # context of one request (prompt + answer); the server holds n_ctx * n_parallel (KV cache about
+    # 28 KB a token for the 1.5B model: 0.5 GB at 8192 x 2). 4096 cut answers off: continual's first
+    # prompts run to 3,300 tokens, and a repair turn adds the first answer (tests/test_prompt_budget.py)
+    n_ctx: int = 8192
     n_parallel: int = 2        # server slots: requests decoded together
     n_threads: int | None = None  # None: all cores
     start_timeout_s: float = 180.0

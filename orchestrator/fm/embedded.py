@@ -44,7 +44,7 @@ class EmbeddedServer:
         self,
         model_path: Path | str,
         *,
-        n_ctx: int = 4096,
+        n_ctx: int = 8192,
         n_parallel: int = 2,
         n_threads: int | None = None,
         alias: str | None = None,

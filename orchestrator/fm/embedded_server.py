@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", required=True, help="GGUF file")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--ctx", type=int, default=4096, help="context of one slot, in tokens")
+    ap.add_argument("--ctx", type=int, default=8192, help="context of one slot, in tokens")
     ap.add_argument("--parallel", type=int, default=2, help="slots (requests decoded together)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all available cores)")
     ap.add_argument("--alias", default=None, help="model name the server reports")
