@@ -59,7 +59,20 @@ def held_out_gain(e: dict) -> dict | None:
     spread = held_spread if held_spread is not None else seed.get("draw_spread")
     return {"metric": key, "seed": seed["held_out"][key], "best": best["held_out"][key], "gain": gain,
             "seed_spread": spread, "spread_of": "held-out draws" if held_spread is not None else "public score draws",
-            "beats_twice_the_spread": spread is not None and gain > 2 * spread}
+            "beats_twice_the_spread": spread is not None and gain > 2 * spread, **paired_gain(seed, best, key)}
+
+
+def paired_gain(seed: dict, best: dict, key: str) -> dict:
+    """Best minus seed draw by draw: draw k of every node runs on the same evaluation seed (the
+    run's base + k), so on a suite whose held-out tasks are drawn per evaluation seed both programs
+    meet the same tasks in draw k, and the difference leaves out how hard those tasks were. Reported
+    beside the criterion (which is the issue's, unpaired), not instead of it. Assumes no draw of
+    either failed (a failed draw would shift the pairing); empty when either has fewer than 2."""
+    s, b = (seed.get("held_out_draws") or {}).get(key) or [], (best.get("held_out_draws") or {}).get(key) or []
+    diffs = [y - x for x, y in zip(s, b)]
+    if len(diffs) < 2:
+        return {}
+    return {"paired_gains": diffs, "paired_mean": statistics.fmean(diffs), "paired_sd": statistics.stdev(diffs)}
 
 
 def config_of_run(run_dir: Path) -> CampaignConfig:
@@ -210,6 +223,9 @@ def summary(entries: list[dict]) -> dict:
             "held_out_beats_twice_the_seed_spread": f"{sum(h['beats_twice_the_spread'] for h in held)} of {len(held)}" if held else None,
             # per seed: whose spread the gain was held against (older runs: the public score's)
             "held_out_spread_of": [h["spread_of"] for h in held] if held else None,
+            # draw-by-draw gains (same evaluation seed, so the same held-out tasks), per seed: beside the criterion
+            "held_out_paired_mean": [round(h["paired_mean"], 4) if "paired_mean" in h else None for h in held] if held else None,
+            "held_out_paired_sd": [round(h["paired_sd"], 4) if "paired_sd" in h else None for h in held] if held else None,
             "iterations": sorted({e["iterations"] for e in es}),
         }
     return out

@@ -69,3 +69,21 @@ def test_the_seed_and_the_best_are_measured_again_until_each_has_as_many_draws(n
     # enough draws already: nothing is added
     bench.main()
     assert json.loads(results.read_text())[0]["remeasured"]["added"] == {}
+
+
+def test_the_held_out_gain_is_also_given_draw_by_draw_beside_the_unpaired_criterion():
+    """optimizer seed 2: the held-out tasks of draw 1 were hard for both programs (seed 0.17, best
+    0.28), so the seed's spread (0.48) swamps a gain the best showed on two draws of three."""
+    import pytest
+
+    e = _entry(2, 5, 10, held_spread=0.479)
+    e["seed"]["held_out_draws"] = {"hidden_score": [1.0, 0.1705, 1.0]}
+    e["best"]["held_out_draws"] = {"hidden_score": [1.0727, 0.2755, 0.9842]}
+    gain = _bench().held_out_gain(e)
+    assert not gain["beats_twice_the_spread"]  # the criterion is unchanged
+    assert gain["paired_gains"] == pytest.approx([0.0727, 0.105, -0.0158])
+    assert gain["paired_mean"] == pytest.approx(0.05397, abs=1e-5) and gain["paired_sd"] == pytest.approx(0.06254, abs=1e-5)
+    (row,) = _bench().summary([e]).values()
+    assert row["held_out_paired_mean"] == [0.054] and row["held_out_beats_twice_the_seed_spread"] == "0 of 1"
+    del e["best"]["held_out_draws"]  # a best measured once: nothing to pair
+    assert "paired_mean" not in _bench().held_out_gain(e)
