@@ -39,6 +39,7 @@ class ContextBuilder:
             editable=editable,
             target=target,
             score=parent.score,
+            first_draw_score=parent.draws[0] if parent.draws else parent.score,
             public_metrics=dict(parent.public_metrics),
             feedback=parent.feedback,
             exemplars=[

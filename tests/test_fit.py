@@ -106,3 +106,32 @@ def test_a_program_fitted_in_vain_is_fitted_wider_then_left_to_the_other_operato
         op.observe(NodeEvent(node, parent, lambda node_id: program, lambda node_id: {}))
     assert sigmas == [0.05, 0.1] and "no trial beat" in proposal.error
     assert not op.can_work_from(program) and op.can_work_from(other)
+
+
+@pytest.mark.parametrize("draws, becomes_a_child", [
+    ([0.9, 0.5, 0.5], False),  # mean 0.63, but 0.9 on the trials' seed: a trial at 0.8 is worse
+    ([0.7, 1.0, 1.0], True),  # mean 0.9, but 0.7 on the trials' seed: a trial at 0.8 is better
+])
+def test_trials_are_held_against_the_parents_score_on_their_own_evaluation_seed(draws, becomes_a_child):
+    """Trials run on the evaluation seed of the parent's first draw. Held against the parent's mean
+    over its draws, fit took any perturbation when that seed was easy (optimizer seed 1: 14 of 14
+    fits "beat" a parent whose first draw was 1.10 and mean 0.87) and none when it was hard
+    (optimizer seed 2: 10 of 11 fits found nothing)."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from orchestrator.mutation.fit import FitOperator
+    from orchestrator.mutation.operators import Sampling
+    from orchestrator.mutation.prompts import ProposalContext
+
+    def evaluate(files):
+        fut = Future()
+        fut.set_result(SimpleNamespace(complete=True, score=0.8, error=""))
+        return fut
+
+    src = "def g(a, b):\n    return a + b\n\n\n" + SRC
+    ctx = ProposalContext(task="T", parent_id=1, files={"a.py": src}, editable=["a.py"], target="a.py",
+                          score=sum(draws) / 3, first_draw_score=draws[0], evaluate=evaluate)
+    proposal = FitOperator(evaluations=8).propose(ctx, None, Sampling(0.7, 0, 100))
+    assert proposal.valid == becomes_a_child, proposal.error
+    assert json.loads(proposal.response)["trials"][-1]["score"] == draws[0]  # the bar, kept with the trials

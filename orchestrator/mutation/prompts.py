@@ -82,6 +82,9 @@ class ProposalContext:
     editable: list[str]
     target: str  # the file this proposal edits
     score: float | None = None
+    #: the parent's score on the evaluation seed of its first draw, the seed trial programs (``fit``)
+    #: run on; ``score`` is the mean over all its draws, which a one-draw trial is not comparable to
+    first_draw_score: float | None = None
     public_metrics: dict[str, float] = field(default_factory=dict)
     feedback: str = ""
     exemplars: list[Exemplar] = field(default_factory=list)
