@@ -553,3 +553,39 @@ def test_a_library_file_of_the_same_name_is_not_taken_for_the_edited_file():
     # a nested target is matched by its whole relative path, not by its base name
     assert crash_site(error.replace("/tmp/x/optimizer.py", "/tmp/x/pkg/optimizer.py"), "pkg/optimizer.py", program) == ("step", 5, "opt.step()")
     assert crash_site(error.replace("/tmp/x/optimizer.py", "/tmp/x/other/optimizer.py"), "pkg/optimizer.py", program) is None
+
+
+def test_a_forgotten_import_of_a_conventional_module_name_is_added():
+    from orchestrator.mutation.parsing import add_missing_imports, check_python
+
+    src = ('"""Inner loop."""\nfrom __future__ import annotations\nfrom torch import nn, optim\n\n\n'
+           'def adapt(p):\n    return torch.zeros(2) + np.ones(2) * math.pi\n')
+    new, added = add_missing_imports("inner_loop.py", src)
+    assert added == ["import torch", "import numpy as np", "import math"]
+    lines = new.split("\n")
+    assert lines[:5] == ['"""Inner loop."""', "from __future__ import annotations", "import torch", "import numpy as np", "import math"]
+    check_python("inner_loop.py", new)  # no undefined name is left
+    # a name that is no module's conventional name stays undefined: it is the model's to fix
+    src2 = "def adapt(p):\n    return DECAY * torch.ones(1)\n"
+    new2, added2 = add_missing_imports("a.py", src2)
+    assert added2 == ["import torch"] and new2.startswith("import torch\n")
+    with pytest.raises(ProposalInvalid, match="'DECAY'"):
+        check_python("a.py", new2)
+    # nothing to add, code that does not parse, and files other than Python come back as they were
+    for path, text in (("a.py", "import torch\nx = torch.ones(1)\n"), ("a.py", "def f(:\n"), ("a.txt", "np.x")):
+        assert add_missing_imports(path, text) == (text, [])
+
+
+def test_an_answer_that_uses_torch_without_importing_it_is_usable():
+    from orchestrator.mutation.operators import FunctionOperator, Sampling
+    from orchestrator.mutation.prompts import ProposalContext
+
+    src = "from torch.func import grad\n\nLR = 0.01\n\n\ndef adapt(params):\n    return params\n"
+    answer = "```python\nfrom torch import nn, optim\n\ndef adapt(params):\n    return {k: torch.clamp(v, -1, 1) for k, v in params.items()}\n```"
+    fm = _ScriptedFM(answer)
+    op = FunctionOperator()
+    op.repairs = 0
+    ctx = ProposalContext(task="T", parent_id=0, files={"inner_loop.py": src}, editable=["inner_loop.py"], target="inner_loop.py")
+    proposal = op.propose(ctx, fm, Sampling(0.7, 0, 100))
+    assert proposal.valid, proposal.error
+    assert proposal.files["inner_loop.py"].startswith("import torch\n") and "torch.clamp" in proposal.files["inner_loop.py"]

@@ -18,6 +18,7 @@ from orchestrator.fm.client import FMError
 from orchestrator.mutation.parsing import (
     NO_CODE,
     ProposalInvalid,
+    add_missing_imports,
     any_edit,
     check_python,
     code_blocks,
@@ -294,6 +295,7 @@ class FMOperator(Operator):
             raise ProposalInvalid("the proposal is identical to the parent")
         if parent is not None and new.strip() == old.strip():
             raise ProposalInvalid(REPEATED)
+        new, _ = add_missing_imports(target, new)
         check_python(target, new)
         return new
 

@@ -384,6 +384,51 @@ def check_python(path: str, source: str) -> None:
         raise ProposalInvalid(f"{path} uses a name that is defined nowhere: {shown}")
 
 
+#: the conventional names of modules a candidate's environment has, and the import that binds each.
+#: A small model writes ``torch.zeros`` or ``np.sqrt`` in a new function and forgets the import, or
+#: garbles it (fewshot seed 2: 2 of the first 5 `function` answers used ``torch`` with only
+#: ``from torch import nn, optim`` above, and one still did after the repair turn said so).
+KNOWN_IMPORTS = {
+    "torch": "import torch", "np": "import numpy as np", "numpy": "import numpy", "math": "import math",
+    "random": "import random", "F": "import torch.nn.functional as F", "nn": "import torch.nn as nn",
+    "scipy": "import scipy", "itertools": "import itertools", "functools": "import functools",
+    "collections": "import collections",
+}
+
+
+def add_missing_imports(path: str, source: str) -> tuple[str, list[str]]:
+    """``source`` with an import added for each name it uses, defines nowhere, and that is the
+    conventional name of an installed module (``KNOWN_IMPORTS``): the mechanical part of a fix an
+    IDE would offer, so the answer's change is judged, not its forgotten import. Returns the new
+    text and the imports added; code that does not parse, or needs none, comes back as it was."""
+    import importlib.util
+
+    if not path.endswith(".py"):
+        return source, []
+    try:
+        tree = syntax.parse(source, path)
+    except (SyntaxError, ValueError):
+        return source, []
+    wanted = []
+    for name, _ in _undefined_names(tree, path):
+        line = KNOWN_IMPORTS.get(name)
+        if line and line not in wanted and importlib.util.find_spec(line.split()[1].split(".")[0]) is not None:
+            wanted.append(line)
+    if not wanted:
+        return source, []
+    # after the module docstring and any ``from __future__`` import, before the other statements
+    at = 0
+    for node in tree.body:
+        docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
+        if (docstring and at == 0) or future:
+            at = node.end_lineno or node.lineno
+            continue
+        break
+    lines = source.split("\n")
+    return "\n".join(lines[:at] + wanted + lines[at:]), wanted
+
+
 def _undefined_names(tree: ast.AST, path: str) -> list[tuple[str, int]]:
     """pyflakes' undefined names (not those a star import or ``__all__`` may explain)."""
     from pyflakes import checker, messages
