@@ -386,8 +386,8 @@ def check_python(path: str, source: str) -> None:
 
 #: the conventional names of modules a candidate's environment has, and the import that binds each.
 #: A small model writes ``torch.zeros`` or ``np.sqrt`` in a new function and forgets the import, or
-#: garbles it (fewshot seed 2: 2 of the first 5 `function` answers used ``torch`` with only
-#: ``from torch import nn, optim`` above, and one still did after the repair turn said so).
+#: garbles it (fewshot seed 2: 2 of the first 5 `function` answers ended with ``torch`` undefined;
+#: one wrote ``from torch import nn, optim`` after the repair turn had named the missing ``torch``).
 KNOWN_IMPORTS = {
     "torch": "import torch", "np": "import numpy as np", "numpy": "import numpy", "math": "import math",
     "random": "import random", "F": "import torch.nn.functional as F", "nn": "import torch.nn as nn",
