@@ -154,12 +154,52 @@ def test_nan_predictions_are_invalid(tmp_path):
     assert not res.valid and "non-finite query predictions" in res.error, res.error
 
 
-def test_a_non_vmappable_inner_loop_is_invalid_with_the_reason(tmp_path):
-    code = MAML_CODE.replace("for _ in range(steps):", "for _ in range(steps if float(support_y.mean().item()) < 99 else 0):")
+#: MAML as the embedded model writes it: torch.autograd.grad and a branch on a tensor's value, which
+#: torch.func.vmap cannot run
+AUTOGRAD_MAML = """
+import torch
+
+INNER_LR = 0.01
+
+
+def adapt(params, support_x, support_y, loss_fn, steps):
+    for _ in range(steps):
+        loss = loss_fn(params, support_x, support_y)
+        if loss.item() > 1e9:
+            break
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        params = {k: p - INNER_LR * g for (k, p), g in zip(params.items(), grads)}
+    return params
+"""
+
+
+def test_an_inner_loop_vmap_cannot_run_runs_task_by_task_with_the_same_result(tmp_path):
+    ev = evaluator(seeds=2, meta_iterations=15, tasks=20, hidden_tasks=20)
+    vmapped, looped = run(ev, MAML), run(ev, make_agent(tmp_path, AUTOGRAD_MAML))
+    assert looped.valid, looped.error
+    assert "adapt ran task by task, not under vmap" in looped.feedback and "item" in looped.feedback
+    assert "task by task" not in vmapped.feedback
+    # the same algorithm on the same seeds and tasks: the same numbers, up to float rounding
+    for key, value in {**vmapped.public_metrics, **vmapped.private_metrics}.items():
+        assert {**looped.public_metrics, **looped.private_metrics}[key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
+    assert vmapped.public_metrics["mse_10"] < vmapped.public_metrics["mse_0"]  # it did learn something
+
+
+def test_task_by_task_keeps_the_inner_step_budget(tmp_path):
+    code = AUTOGRAD_MAML.replace("for _ in range(steps):", "for _ in range(steps + 1):")
     res = run(evaluator(), make_agent(tmp_path, code))
-    assert not res.valid and "exit code 1" in res.error
-    assert "inner_loop.py" in res.error and "item" in res.error, res.error
-    assert "adapt runs under torch.func.vmap" in res.error  # a hint the model can act on
+    assert not res.valid
+    assert "inner-step budget exceeded: adapt called loss_fn 2 times with steps=1" in res.error, res.error
+
+
+def test_task_by_task_state_kept_between_tasks_is_a_violation(tmp_path):
+    # under vmap a tensor kept from one call fails in the next; task by task it would carry support
+    # sets from task to task (or meta-parameters outside the budget), so the harness refuses it
+    code = AUTOGRAD_MAML.replace("INNER_LR = 0.01", "INNER_LR = 0.01\nSEEN = []").replace(
+        "    return params", "    SEEN.append(support_y.detach())\n    return params")
+    res = run(evaluator(), make_agent(tmp_path, code))
+    assert not res.valid
+    assert "adapt changed the module global(s) SEEN between calls" in res.error, res.error
 
 
 def test_a_crash_reports_the_traceback_tail(tmp_path):

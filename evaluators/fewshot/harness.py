@@ -6,7 +6,8 @@ without targets; the file is deleted once loaded). For every seed (all seeds at 
 ``torch.func.vmap``): meta-parameters start from the fixed network's default init (optionally
 reshaped by the candidate's ``init_params``), then a fixed number of meta-iterations of the fixed
 outer loop: sample a batch of sinusoid tasks, ``adapt`` on each task's support set
-(``train_steps`` inner steps, vmapped over tasks), query loss of the adapted network, Adam on the
+(``train_steps`` inner steps, vmapped over tasks; task by task with plain autograd when ``adapt``
+cannot run under vmap, decided at the first meta-iteration), query loss of the adapted network, Adam on the
 meta-parameters through the whole inner loop (second order, ``torch.func.grad``).
 Then, for each evaluation set and each number of steps, ``adapt`` on the given support sets and
 predict the query inputs; only those predictions leave the sandbox (``preds.npz``).
@@ -18,7 +19,9 @@ A violation or a non-finite prediction is written to ``report.json`` (exit code 
 import importlib.util
 import math
 import os
+import pickle
 import sys
+import types
 
 import numpy as np
 import torch
@@ -138,6 +141,7 @@ def run(entry, cfg, data):
     theta = {k: torch.stack([t[k].detach().float() for t in per_seed]).to(device) for k in keys}
 
     train_steps = cfg["train_steps"]
+    loop = TaskByTask(adapt, loss_fn, module)
 
     def task_loss(th, x, y):
         adapted = adapt(th, x[:K], y[:K], train_steps)
@@ -150,17 +154,30 @@ def run(entry, cfg, data):
     def total_loss(th, x, y):
         return vmap(seed_loss, randomness="different")(th, x, y).sum()
 
-    meta_grad = grad(total_loss)
+    vmap_grad = grad(total_loss)
+    mode, info = "vmap", {}
     m = {k: torch.zeros_like(v) for k, v in theta.items()}
     v2 = {k: torch.zeros_like(v) for k, v in theta.items()}
     lr, (b1, b2), eps = cfg["outer_lr"], (0.9, 0.999), 1e-8
     gen = torch.Generator().manual_seed(int(cfg["task_seed"]))
     for it in range(1, cfg["meta_iterations"] + 1):
         x, y = sample_tasks(gen, cfg, (len(seeds), cfg["meta_batch"]), device)
-        loss_fn.calls = 0
-        g = meta_grad(theta, x, y)
-        if loss_fn.calls > train_steps:
-            raise Violation(f"inner-step budget exceeded: adapt called loss_fn {loss_fn.calls} times with steps={train_steps}")
+        if mode == "vmap":
+            loss_fn.calls = 0
+            try:
+                g = vmap_grad(theta, x, y)
+            except Violation:
+                raise
+            except Exception as e:
+                if it != 1:
+                    raise
+                # decided once, at the first meta-iteration, so a run stays reproducible
+                mode, info["vmap_error"] = "loop", f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            else:
+                if loss_fn.calls > train_steps:
+                    raise Violation(f"inner-step budget exceeded: adapt called loss_fn {loss_fn.calls} times with steps={train_steps}")
+        if mode == "loop":
+            g = loop.meta_grad(theta, x, y, K, train_steps)
         with torch.no_grad():
             for k in theta:  # Adam, per seed (element-wise, so seeds stay independent)
                 m[k].mul_(b1).add_(g[k], alpha=1 - b1)
@@ -173,19 +190,99 @@ def run(entry, cfg, data):
         sy = torch.as_tensor(data[f"{name}_support_y"], device=device)
         qx = torch.as_tensor(data[f"{name}_query_x"], device=device)
         for steps in cfg["eval_steps"]:
-            loss_fn.calls = 0
+            if mode == "loop":
+                out = loop.predict(theta, sx, sy, qx, steps)
+            else:
+                loss_fn.calls = 0
 
-            def predict(th, sx1, sy1, qx1, steps=steps):
-                adapted = adapt(th, sx1, sy1, steps) if steps else th
-                check_adapted(adapted, f"(evaluation, steps={steps})")
-                return forward(adapted, qx1)
+                def predict(th, sx1, sy1, qx1, steps=steps):
+                    adapted = adapt(th, sx1, sy1, steps) if steps else th
+                    check_adapted(adapted, f"(evaluation, steps={steps})")
+                    return forward(adapted, qx1)
 
-            per_task = vmap(predict, in_dims=(None, 0, 0, 0), randomness="different")
-            out = vmap(per_task, in_dims=(0, None, None, None), randomness="different")(theta, sx, sy, qx)
-            if loss_fn.calls > steps:
-                raise Violation(f"inner-step budget exceeded: adapt called loss_fn {loss_fn.calls} times with steps={steps}")
+                per_task = vmap(predict, in_dims=(None, 0, 0, 0), randomness="different")
+                out = vmap(per_task, in_dims=(0, None, None, None), randomness="different")(theta, sx, sy, qx)
+                if loss_fn.calls > steps:
+                    raise Violation(f"inner-step budget exceeded: adapt called loss_fn {loss_fn.calls} times with steps={steps}")
             out = out.detach()
             if not torch.isfinite(out).all():
                 raise Violation(f"non-finite query predictions (NaN or inf) after {steps} inner steps")
             preds[f"{name}_{steps}"] = out.squeeze(-1).to("cpu", torch.float32).numpy()
-    return preds, {"meta_params": int(sum(v[0].numel() for v in theta.values()))}
+    return preds, {"meta_params": int(sum(v[0].numel() for v in theta.values())), "mode": mode, **info}
+
+
+class TaskByTask:
+    """The fallback when ``adapt`` cannot run under vmap (``.item()``, Python branches on tensor
+    values, ``torch.autograd.grad``): one call per (seed, task), meta-gradients by ordinary
+    autograd through all of them. The same protocol and budgets, about 1.5x slower.
+
+    Each call gets its own copies of the seed's meta-parameters (non-leaf tensors that carry the
+    meta-gradient), and the module's data globals must not change between calls: under vmap a
+    tensor kept from one call fails in the next, here it would carry information from task to task
+    (support sets of other evaluation tasks, or meta-parameters outside the budget)."""
+
+    def __init__(self, adapt, loss_fn, module):
+        self.adapt, self.loss_fn, self.module = adapt, loss_fn, module
+        self.globals = None
+
+    def _call(self, params, sx, sy, steps, where):
+        self.loss_fn.calls = 0
+        adapted = self.adapt(params, sx, sy, steps)
+        if self.loss_fn.calls > steps:
+            raise Violation(f"inner-step budget exceeded: adapt called loss_fn {self.loss_fn.calls} times with steps={steps}")
+        check_adapted(adapted, where)
+        return adapted
+
+    def _check_pure(self):
+        """Raise when a data global of the candidate's module changed since the first check."""
+        now = module_data(self.module)
+        if self.globals is None:
+            self.globals = now
+            return
+        changed = sorted(k for k in self.globals.keys() | now.keys() if self.globals.get(k) != now.get(k))
+        if changed:
+            raise Violation(f"adapt changed the module global(s) {', '.join(changed[:5])} between calls: adapt runs "
+                            "once per task and must be a pure function of its arguments (keep state in local variables)")
+
+    def meta_grad(self, theta, x, y, K, steps):
+        self._check_pure()
+        leaves = {k: v.detach().requires_grad_() for k, v in theta.items()}
+        total = 0.0
+        for s in range(x.shape[0]):
+            losses = []
+            for t in range(x.shape[1]):
+                params = {k: v[s].clone() for k, v in leaves.items()}
+                adapted = self._call(params, x[s, t, :K], y[s, t, :K], steps, "(meta-training)")
+                losses.append(mse(adapted, x[s, t, K:], y[s, t, K:]))
+            total = total + torch.stack(losses).mean()
+        self._check_pure()
+        if not (isinstance(total, torch.Tensor) and total.requires_grad):
+            return {k: torch.zeros_like(v) for k, v in theta.items()}  # adapt cut the graph: no signal
+        grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+        return {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(theta.items(), grads)}
+
+    def predict(self, theta, sx, sy, qx, steps):
+        out = []
+        for s in range(next(iter(theta.values())).shape[0]):
+            leaves = {k: v[s].detach().requires_grad_() for k, v in theta.items()}
+            rows = []
+            for t in range(sx.shape[0]):
+                params = {k: v.clone() for k, v in leaves.items()}
+                adapted = self._call(params, sx[t], sy[t], steps, f"(evaluation, steps={steps})") if steps else params
+                rows.append(forward(adapted, qx[t]).detach())
+            out.append(torch.stack(rows))
+        self._check_pure()
+        return torch.stack(out)
+
+
+def module_data(module):
+    """The candidate module's data globals (not modules, functions or classes), as comparable bytes."""
+    out = {}
+    for name, value in vars(module).items():
+        if name.startswith("__") or isinstance(value, (types.ModuleType, types.FunctionType, type)) or callable(value):
+            continue
+        try:
+            out[name] = pickle.dumps(value)
+        except Exception:
+            out[name] = repr(type(value))  # unpicklable: only a rebinding to another type shows
+    return out
