@@ -337,6 +337,7 @@ class Campaign:
         ctx.evaluate = self._trial_evaluator(parent.id, trial_gpu_s)
         ctx.check = self._trial_evaluator(parent.id, trial_gpu_s, first_stage_only=True)
         self.stats.started += 1
+        op.started(ctx)
         if not op.inline:
             fut = pool.submit(_timed, op.propose, ctx, self.fm, sampling)
         else:  # instant: run it here rather than race the next draw

@@ -108,6 +108,32 @@ def test_a_program_fitted_in_vain_is_fitted_wider_then_left_to_the_other_operato
     assert not op.can_work_from(program) and op.can_work_from(other)
 
 
+def test_a_program_is_fitted_once_at_a_time():
+    """With proposals in flight, a second fit of the best program used to start before the first
+    one's miss was recorded (so at the same step, and missed alike). While a fit of a program is in
+    flight, fit works from other programs; once its node is recorded (once, whatever follows), the
+    program is free again, and a miss counts."""
+    from archive import Node
+    from orchestrator.events import NodeEvent
+    from orchestrator.mutation.fit import MISSED, FitOperator
+    from orchestrator.mutation.prompts import ProposalContext
+
+    program, other = {"a.py": "X = 0.5\n"}, {"a.py": "X = 0.25\n"}
+    op = FitOperator(misses_per_program=3)
+    parent = Node(id=0, campaign="c", parent_id=None, status=NodeStatus.ADMITTED, commit="x", score=0.9)
+    op.started(ProposalContext(task="T", parent_id=0, files=program, editable=["a.py"], target="a.py", score=0.9))
+    assert not op.can_work_from(program) and op.can_work_from(other)
+
+    def record(status, error=""):
+        node = Node(id=1, campaign="c", parent_id=0, status=status, commit="x", operator="fit", error=error)
+        op.observe(NodeEvent(node, parent, lambda node_id: program, lambda node_id: {}))
+
+    record(NodeStatus.INVALID, MISSED[0] + " the parent's own constants")
+    assert op.can_work_from(program) and op.misses == {next(iter(op.fitting)): 1}
+    record(NodeStatus.INVALID, MISSED[0])  # the same node read again: neither freed twice nor missed twice
+    assert list(op.fitting.values()) == [0] and list(op.misses.values()) == [1]
+
+
 @pytest.mark.parametrize("draws, becomes_a_child", [
     ([0.9, 0.5, 0.5], False),  # mean 0.63, but 0.9 on the trials' seed: a trial at 0.8 is worse
     ([0.7, 1.0, 1.0], True),  # mean 0.9, but 0.7 on the trials' seed: a trial at 0.8 is better

@@ -119,6 +119,10 @@ class FitOperator(Operator):
         self.evaluations, self.sigma, self.seconds = evaluations, sigma, seconds
         self.misses_per_program = misses_per_program
         self.misses: dict[str, int] = {}  # program (editable texts' digest) → fits that found nothing
+        # program → fits of it in flight: a second fit of the same program would start before the
+        # first one's miss widened its step (seen: two fits of one parent, both missed alike)
+        self.fitting: dict[str, int] = {}
+        self._fit_nodes: set[int] = set()  # fit nodes already observed (each attempt ends once)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "FitOperator":
@@ -127,17 +131,31 @@ class FitOperator(Operator):
 
     def observe(self, event: NodeEvent) -> None:
         n = event.node
-        if n.operator == self.name and n.status == NodeStatus.INVALID and n.error.startswith(MISSED):
-            texts = event.parent_texts
-            if texts is not None:
-                key = _digest(texts)
-                self.misses[key] = self.misses.get(key, 0) + 1
+        if n.operator != self.name or n.id in self._fit_nodes:
+            return
+        self._fit_nodes.add(n.id)  # the attempt's first record: its proposal is done
+        texts = event.parent_texts
+        if texts is None:
+            return
+        key = _digest(texts)
+        if self.fitting.get(key, 0) > 0:
+            self.fitting[key] -= 1
+        if n.status == NodeStatus.INVALID and n.error.startswith(MISSED):
+            self.misses[key] = self.misses.get(key, 0) + 1
+
+    def started(self, ctx: ProposalContext) -> None:
+        key = _digest(ctx.files)
+        self.fitting[key] = self.fitting.get(key, 0) + 1
 
     def can_work_from(self, texts: dict[str, str]) -> bool:
         if not constants(texts):
             return False
-        # hash the program only once some program has missed (a selective draw asks per parent)
-        return not self.misses or self.misses.get(_digest(texts), 0) < self.misses_per_program
+        # hash the program only once some program has missed or is being fitted (a selective draw
+        # asks per parent); one fit of a program at a time, so a miss widens the next one's step
+        if not self.misses and not any(self.fitting.values()):
+            return True
+        key = _digest(texts)
+        return self.misses.get(key, 0) < self.misses_per_program and not self.fitting.get(key, 0)
 
     selective = True
 

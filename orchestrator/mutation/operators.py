@@ -158,6 +158,10 @@ class Operator(abc.ABC):
     def observe(self, event: NodeEvent) -> None:
         """Learn from a node the loop recorded (the default learns nothing)."""
 
+    def started(self, ctx: ProposalContext) -> None:
+        """An attempt from ``ctx`` is about to be proposed: called on the loop's thread, before the
+        next draw (so ``can_work_from`` can already know of it); the default does nothing."""
+
     def can_work_from(self, texts: dict[str, str]) -> bool:
         """Whether a parent (its editable files) can be worked from; asked only if ``selective``."""
         return True
