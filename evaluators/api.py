@@ -31,7 +31,9 @@ class CandidateInvalid(Exception):
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A metric an evaluator reports. Values outside ``[low, high]`` or non-finite make a node invalid."""
+    """A metric an evaluator reports. A public value outside ``[low, high]`` or non-finite makes a
+    node invalid; a private one is held at the worst end of the range instead (an error naming it
+    would carry held-out numbers into the public channel)."""
 
     name: str
     low: float = -math.inf

@@ -139,7 +139,10 @@ def validate_metrics(evaluator: type[Evaluator] | Evaluator, outcome: StageOutco
     """Split an outcome's metrics into (public, private); raise CandidateInvalid on bad values.
 
     Unknown metric names are the evaluator's fault (ValueError); non-numbers, non-finite values and
-    values outside the declared range are the candidate's (CandidateInvalid).
+    values outside the declared range are the candidate's (CandidateInvalid), except for a private
+    metric's value, which is held at its range's worst end: the reason would otherwise reach the FM
+    and admission with a held-out number in it (fewshot: a best whose hidden MSE reached 7.5e8 on one
+    draw of the shifted tasks was made invalid by "metric hidden_mse_10 = 7.54872e+08 is outside").
     """
     public: dict[str, float] = {}
     private: dict[str, float] = {}
@@ -150,6 +153,11 @@ def validate_metrics(evaluator: type[Evaluator] | Evaluator, outcome: StageOutco
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CandidateInvalid(f"metric {name} is {type(value).__name__}, not a number")
         value = float(value)
+        if not spec.public:
+            worst = spec.low if spec.higher_is_better else spec.high
+            value = worst if math.isnan(value) else min(max(value, spec.low), spec.high)
+            if not math.isfinite(value):  # an unbounded range's end: nothing finite to hold it at
+                raise CandidateInvalid(f"private metric {name} is not finite")
         if not math.isfinite(value):
             raise CandidateInvalid(f"metric {name} is not finite ({value})")
         if not spec.low <= value <= spec.high:

@@ -69,3 +69,32 @@ def test_an_evaluator_fault_in_a_later_stage_is_not_valid(plugin, tmp_path):
     res = run(plugin, tmp_path, {"smoke": {"score": 0.9}, "small": {"crash": "bug in the evaluator"}})
     assert res.evaluator_error and "bug in the evaluator" in res.evaluator_error
     assert not res.valid and not res.complete and res.score is None and res.gated is None
+
+
+def test_a_private_metric_out_of_range_is_held_at_its_worst_end_and_never_named_in_an_error():
+    """An error is public (the FM's feedback, admission): a private value out of range used to make
+    the candidate invalid with that value in the reason (fewshot: "metric hidden_mse_10 =
+    7.54872e+08 is outside its range"). A public one still does."""
+    import math
+
+    from evaluators.api import CandidateInvalid, MetricSpec, StageOutcome
+    from evaluators.pipeline import validate_metrics
+
+    class Spec:
+        name = "spec"
+        metrics = (MetricSpec("mse", 0.0, 10.0, higher_is_better=False),
+                   MetricSpec("hidden_mse", 0.0, 10.0, public=False, higher_is_better=False),
+                   MetricSpec("hidden_acc", 0.0, 1.0, public=False),
+                   MetricSpec("hidden_free", public=False))
+
+        @classmethod
+        def metric_spec(cls, name):
+            return next((m for m in cls.metrics if m.name == name), None)
+
+    public, private = validate_metrics(Spec, StageOutcome(0.5, {"mse": 1.0, "hidden_mse": 7.5e8, "hidden_acc": math.nan}))
+    assert public == {"mse": 1.0} and private == {"hidden_mse": 10.0, "hidden_acc": 0.0}
+    with pytest.raises(CandidateInvalid, match="metric mse = 12 is outside its range"):
+        validate_metrics(Spec, StageOutcome(0.5, {"mse": 12.0}))
+    with pytest.raises(CandidateInvalid) as e:  # no finite end to hold it at: invalid, without the value
+        validate_metrics(Spec, StageOutcome(0.5, {"hidden_free": math.inf}))
+    assert "inf" not in str(e.value).replace("hidden_free", "")
