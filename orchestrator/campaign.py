@@ -191,7 +191,9 @@ class Campaign:
             if node.score is None or not node.draws:
                 raise CampaignError(f"{self.run_dir}: node {node.id} is {node.status.value} without a score: "
                                     "only a scored node can be measured again")
-            first = len(node.draws)
+            # the next unused evaluation seed: a draw that failed here before is not kept, but its
+            # seed was used (repeating it would repeat its result as a new draw)
+            first = len(node.draws) + int(node.timings.get("remeasure_failed", 0))
             results = [f.result() for f in [self.executor.submit(self._job(node.id, first + k)) for k in range(draws)]]
             done = [r for r in results if r.complete]
             failed = [f"draw {first + k}: {r.error or r.feedback}" for k, r in enumerate(results) if not r.complete]

@@ -183,3 +183,27 @@ def test_remeasure_adds_draws_on_new_seeds_to_a_known_program(noisy_campaign, tm
     for ref, reason in (("3", "node 3 is invalid without a score"), ("7", "no node '7' (ids 0..3, or 'best')")):
         res = CliRunner().invoke(cli, ["remeasure", str(tmp_path / "campaign.toml"), ref])
         assert res.exit_code != 0 and reason in str(res.exception)
+
+
+def test_remeasure_never_repeats_the_evaluation_seed_of_a_draw_that_failed(noisy_campaign, tmp_path):
+    """A failed draw is not kept, so counting kept draws put the next re-measurement on the seed of
+    the last kept one again (fewshot seed 3: the best's re-measured draws 2 and 3 were identical)."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    class FailsOnce(Noisy):  # node 2's program breaks on the evaluation seed of draw 1
+        def run_stage(self, stage, run):
+            if (run.seed - self.base_seed) % len(NOISE) == 1 and b"0.3" in run.read_artifact("q.py"):
+                raise CandidateInvalid("diverged on this draw's tasks")
+            return super().run_stage(stage, run)
+
+    noisy_campaign(["QUALITY = 0.56\n", "QUALITY = 0.3\n"], evaluator=FailsOnce()).close()
+    for draws in ("2", "1"):
+        res = CliRunner().invoke(cli, ["remeasure", str(tmp_path / "campaign.toml"), "2", "--draws", draws])
+        assert res.exit_code == 0, res.output
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        low = archive.get(2)
+    # draws 0, 2 and 3 (1 failed): three different evaluation seeds, three different noise terms
+    assert low.draws == pytest.approx([0.3 + NOISE[0], 0.3 + NOISE[2], 0.3 + NOISE[3]])
+    assert low.timings["remeasured"] == 2 and low.timings["remeasure_failed"] == 1
