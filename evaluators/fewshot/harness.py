@@ -279,7 +279,7 @@ def module_data(module):
     """The candidate module's data globals (not modules, functions or classes), as comparable bytes."""
     out = {}
     for name, value in vars(module).items():
-        if name.startswith("__") or isinstance(value, (types.ModuleType, types.FunctionType, type)) or callable(value):
+        if name.startswith("__") or isinstance(value, types.ModuleType) or callable(value):  # functions, classes
             continue
         try:
             out[name] = pickle.dumps(value)

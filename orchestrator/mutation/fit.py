@@ -137,8 +137,9 @@ class FitOperator(Operator):
         f = cfg.mutation.fit
         # `import cmaes` takes 1.2-2.3 s here (it imports scipy.stats): the first fit of a process
         # paid it, 3-8 % of all fit time on circle packing (4 s fits). Imported beside the seed's
-        # evaluation instead.
-        threading.Thread(target=_import_cmaes, name="dgm-import-cmaes", daemon=True).start()
+        # evaluation instead, and only when fit is drawn at all (a weight of 0 builds it too).
+        if cfg.mutation.operators.get(cls.name, 0) > 0:
+            threading.Thread(target=_import_cmaes, name="dgm-import-cmaes", daemon=True).start()
         return cls(f.evaluations, f.sigma, f.seconds, f.misses_per_program)
 
     def observe(self, event: NodeEvent) -> None:
