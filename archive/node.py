@@ -38,6 +38,10 @@ class Node(BaseModel):
     private_metrics: dict[str, float] = Field(default_factory=dict)  # never shown to the FM
     score: float | None = None  # the mean of `draws` when it was evaluated more than once
     draws: list[float] = Field(default_factory=list)  # the comparable score of each independent evaluation
+    # the evaluation seed offset each of `draws` ran on, in order (empty in runs before 2026-12-04:
+    # see `seed_offsets`); a re-measurement skips the seed of a draw that failed, so draw k of one
+    # node and draw k of another need not share a seed
+    draw_seeds: list[int] = Field(default_factory=list)
     # each private metric's value per evaluation, when it was evaluated more than once (the held-out
     # spread between evaluation seeds); private like private_metrics, never shown to the FM
     private_draws: dict[str, list[float]] = Field(default_factory=dict)
@@ -50,6 +54,12 @@ class Node(BaseModel):
     cost_usd: float = 0.0
     timings: dict[str, float] = Field(default_factory=dict)  # fm_s, sandbox_s, eval_s, archive_s, ...
     error: str = ""  # why the node is invalid/failed/rejected, in words
+
+    @property
+    def seed_offsets(self) -> list[int]:
+        """The evaluation seed offset of each draw: ``draw_seeds``, or 0, 1, ... where the node
+        predates it (a campaign's own draws run on consecutive offsets from 0)."""
+        return list(self.draw_seeds) if len(self.draw_seeds) == len(self.draws) else list(range(len(self.draws)))
 
     @property
     def final_feedback(self) -> str:

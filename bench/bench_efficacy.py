@@ -63,16 +63,20 @@ def held_out_gain(e: dict) -> dict | None:
 
 
 def paired_gain(seed: dict, best: dict, key: str) -> dict:
-    """Best minus seed draw by draw: draw k of every node runs on the same evaluation seed (the
-    run's base + k), so on a suite whose held-out tasks are drawn per evaluation seed both programs
-    meet the same tasks in draw k, and the difference leaves out how hard those tasks were. Reported
-    beside the criterion (which is the issue's, unpaired), not instead of it. Assumes no draw of
-    either failed (a failed draw would shift the pairing); empty when either has fewer than 2."""
+    """Best minus seed draw by draw, pairing the draws that ran on the same evaluation seed (the
+    run's base + offset): on a suite whose held-out tasks are drawn per evaluation seed both
+    programs then meet the same tasks, and the difference leaves out how hard those tasks were.
+    Reported beside the criterion (which is the issue's, unpaired), not instead of it. Summaries
+    without ``draw_seeds`` (before 2026-12-04) pair by position. Empty below 2 pairs."""
     s, b = (seed.get("held_out_draws") or {}).get(key) or [], (best.get("held_out_draws") or {}).get(key) or []
-    diffs = [y - x for x, y in zip(s, b)]
+    on_s = dict(zip(seed.get("draw_seeds") or range(len(s)), s))
+    on_b = dict(zip(best.get("draw_seeds") or range(len(b)), b))
+    shared = sorted(set(on_s) & set(on_b))
+    diffs = [on_b[k] - on_s[k] for k in shared]
     if len(diffs) < 2:
         return {}
-    return {"paired_gains": diffs, "paired_mean": statistics.fmean(diffs), "paired_sd": statistics.stdev(diffs)}
+    return {"paired_gains": diffs, "paired_seeds": shared, "paired_mean": statistics.fmean(diffs),
+            "paired_sd": statistics.stdev(diffs)}
 
 
 def config_of_run(run_dir: Path) -> CampaignConfig:

@@ -193,12 +193,14 @@ class Campaign:
                                     "only a scored node can be measured again")
             # the next unused evaluation seed: a draw that failed here before is not kept, but its
             # seed was used (repeating it would repeat its result as a new draw)
-            first = len(node.draws) + int(node.timings.get("remeasure_failed", 0))
+            offsets = node.seed_offsets
+            first = max(len(node.draws) + int(node.timings.get("remeasure_failed", 0)), max(offsets) + 1)
             results = [f.result() for f in [self.executor.submit(self._job(node.id, first + k)) for k in range(draws)]]
             done = [r for r in results if r.complete]
             failed = [f"draw {first + k}: {r.error or r.feedback}" for k, r in enumerate(results) if not r.complete]
             if done:
                 scores = [*node.draws, *(r.score for r in done)]
+                seeds = [*offsets, *(first + k for k, r in enumerate(results) if r.complete)]
                 before = node.private_draws or {k: [v] for k, v in node.private_metrics.items()}
                 private = {k: [*v, *(float(r.private_metrics[k]) for r in done)] for k, v in before.items()
                            if all(k in r.private_metrics for r in done)}
@@ -207,7 +209,8 @@ class Campaign:
             usage = _with_evaluation_fm_usage(node, results, timings)  # a failed draw's calls were made too
             if done:
                 node = self._record(self.archive.update_node(
-                    node.id, draws=scores, score=sum(scores) / len(scores), private_draws=private, timings=timings,
+                    node.id, draws=scores, draw_seeds=seeds, score=sum(scores) / len(scores), private_draws=private,
+                    timings=timings,
                     **usage))
             else:
                 node = self._record(self.archive.update_node(node.id, timings=timings, **usage))
@@ -532,6 +535,7 @@ class Campaign:
             status=verdict.status, error=verdict.reason, stages=[s.to_record() for s in result.stages],
             public_metrics=result.public_metrics, private_metrics=result.private_metrics,
             score=score, draws=draws if score is not None else [], feedback=result.feedback,
+            draw_seeds=list(range(len(draws))) if score is not None else [],  # draw k ran on offset k
             private_draws=_private_draws(pending.draws) if score is not None else {},
         )
         fields.update(_with_evaluation_fm_usage(node, pending.draws, timings))

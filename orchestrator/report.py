@@ -21,7 +21,7 @@ def _side(node: Node | None, ledger: Ledger) -> dict[str, Any] | None:
     held_out.update({k: statistics.fmean(v) for k, v in node.private_draws.items()})
     return {
         "id": node.id, "score": node.score, "lower_bound": ledger.lcb(node) if node.score is not None else None,
-        "draws": list(node.draws), "draw_spread": statistics.stdev(node.draws) if len(node.draws) > 1 else None,
+        "draws": list(node.draws), "draw_seeds": node.seed_offsets, "draw_spread": statistics.stdev(node.draws) if len(node.draws) > 1 else None,
         "public_metrics": dict(node.public_metrics), "held_out": held_out,
         "held_out_draws": {k: list(v) for k, v in node.private_draws.items()},
         "held_out_spread": {k: statistics.stdev(v) for k, v in node.private_draws.items()},

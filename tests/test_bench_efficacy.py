@@ -85,5 +85,9 @@ def test_the_held_out_gain_is_also_given_draw_by_draw_beside_the_unpaired_criter
     assert gain["paired_mean"] == pytest.approx(0.05397, abs=1e-5) and gain["paired_sd"] == pytest.approx(0.06254, abs=1e-5)
     (row,) = _bench().summary([e]).values()
     assert row["held_out_paired_mean"] == [0.054] and row["held_out_beats_twice_the_seed_spread"] == "0 of 1"
+    # a best whose draw on seed 1 failed: its draws ran on seeds 0, 2 and 3, and pair by seed
+    e["best"]["draw_seeds"], e["seed"]["draw_seeds"] = [0, 2, 3], [0, 1, 2]
+    gain = _bench().held_out_gain(e)
+    assert gain["paired_seeds"] == [0, 2] and gain["paired_gains"] == pytest.approx([0.0727, 0.2755 - 1.0])
     del e["best"]["held_out_draws"]  # a best measured once: nothing to pair
     assert "paired_mean" not in _bench().held_out_gain(e)

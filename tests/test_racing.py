@@ -207,3 +207,7 @@ def test_remeasure_never_repeats_the_evaluation_seed_of_a_draw_that_failed(noisy
     # draws 0, 2 and 3 (1 failed): three different evaluation seeds, three different noise terms
     assert low.draws == pytest.approx([0.3 + NOISE[0], 0.3 + NOISE[2], 0.3 + NOISE[3]])
     assert low.timings["remeasured"] == 2 and low.timings["remeasure_failed"] == 1
+    # each draw keeps the seed it ran on, so a report pairs it with the seed program's draw there
+    assert low.draw_seeds == [0, 2, 3] and low.seed_offsets == [0, 2, 3]
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        assert archive.get(1).draw_seeds == list(range(len(archive.get(1).draws)))
