@@ -73,6 +73,18 @@ def test_check_python():
         check_python("a.py", "def f(:\n")
 
 
+def test_a_parameter_used_outside_its_function_is_named_as_such():
+    """fewshot seed 3: ``INNER_LR = 1.0 / (0.1 + steps)`` at module level; the repair turn said only
+    "defined nowhere", of a name the model could see in adapt's signature."""
+    src = "LR = 1.0 / (0.1 + steps)\n\n\ndef adapt(params, steps):\n    return params * LR * steps\n"
+    with pytest.raises(ProposalInvalid) as e:
+        check_python("inner_loop.py", src)
+    assert str(e.value) == ("inner_loop.py uses a name that is defined nowhere: 'steps' (line 1, a parameter "
+                            "of adapt: it exists only inside it)")
+    with pytest.raises(ProposalInvalid, match=r"'lr' \(line 1\)$"):  # a name no function takes: as before
+        check_python("a.py", "x = lr\n\n\ndef f(y):\n    return y\n")
+
+
 def test_summarise_skips_code():
     assert summarise("```python\nx=1\n```\nUse a hexagonal grid.") == "Use a hexagonal grid."
     assert summarise("<<<<<<< SEARCH\na\n=======\nb\n>>>>>>> REPLACE") == "(no description)"
