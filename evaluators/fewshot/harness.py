@@ -52,6 +52,11 @@ class CountedLoss:
         self.calls += 1
         return mse(params, x, y)
 
+    def check(self, steps):
+        """Raise when the calls since the count was reset exceed ``steps`` (the inner-step budget)."""
+        if self.calls > steps:
+            raise Violation(f"inner-step budget exceeded: adapt called loss_fn {self.calls} times with steps={steps}")
+
 
 def default_init(generator, device):
     """PyTorch's ``nn.Linear`` default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases."""
@@ -174,8 +179,7 @@ def run(entry, cfg, data):
                 # decided once, at the first meta-iteration, so a run stays reproducible
                 mode, info["vmap_error"] = "loop", f"{type(e).__name__}: {e}".splitlines()[0][:300]
             else:
-                if loss_fn.calls > train_steps:
-                    raise Violation(f"inner-step budget exceeded: adapt called loss_fn {loss_fn.calls} times with steps={train_steps}")
+                loss_fn.check(train_steps)
         if mode == "loop":
             g = loop.meta_grad(theta, x, y, K, train_steps)
         with torch.no_grad():
@@ -202,8 +206,7 @@ def run(entry, cfg, data):
 
                 per_task = vmap(predict, in_dims=(None, 0, 0, 0), randomness="different")
                 out = vmap(per_task, in_dims=(0, None, None, None), randomness="different")(theta, sx, sy, qx)
-                if loss_fn.calls > steps:
-                    raise Violation(f"inner-step budget exceeded: adapt called loss_fn {loss_fn.calls} times with steps={steps}")
+                loss_fn.check(steps)
             out = out.detach()
             if not torch.isfinite(out).all():
                 raise Violation(f"non-finite query predictions (NaN or inf) after {steps} inner steps")
@@ -214,7 +217,8 @@ def run(entry, cfg, data):
 class TaskByTask:
     """The fallback when ``adapt`` cannot run under vmap (``.item()``, Python branches on tensor
     values, ``torch.autograd.grad``): one call per (seed, task), meta-gradients by ordinary
-    autograd through all of them. The same protocol and budgets, about 1.5x slower.
+    autograd through all of them. The same protocol and budgets, about 12x slower (MAML's small
+    stage: 293 s against 24 s under vmap, beside another evaluation on 2 cores).
 
     Each call gets its own copies of the seed's meta-parameters (non-leaf tensors that carry the
     meta-gradient), and the module's data globals must not change between calls: under vmap a
@@ -228,8 +232,7 @@ class TaskByTask:
     def _call(self, params, sx, sy, steps, where):
         self.loss_fn.calls = 0
         adapted = self.adapt(params, sx, sy, steps)
-        if self.loss_fn.calls > steps:
-            raise Violation(f"inner-step budget exceeded: adapt called loss_fn {self.loss_fn.calls} times with steps={steps}")
+        self.loss_fn.check(steps)
         check_adapted(adapted, where)
         return adapted
 
