@@ -62,6 +62,18 @@ class Node(BaseModel):
         return list(self.draw_seeds) if len(self.draw_seeds) == len(self.draws) else list(range(len(self.draws)))
 
     @property
+    def error_line(self) -> str:
+        """``error`` in one line. A crash's error starts "stage full: exit code 1" and ends with the
+        traceback's exception, which is what broke: for a crash that line, after the stage."""
+        lines = [line.strip() for line in self.error.strip().splitlines() if line.strip()]
+        if not lines:
+            return ""
+        if "Traceback (most recent call last)" not in self.error or len(lines) < 2:
+            return lines[0]
+        stage = lines[0].split(":", 1)[0] + ": " if lines[0].startswith("stage ") else ""
+        return stage + lines[-1]
+
+    @property
     def final_feedback(self) -> str:
         """The public words of the deepest stage it ran (its reason if that stage found it
         invalid), else the first line of ``feedback``: the line a summary or a prompt shows."""

@@ -108,7 +108,7 @@ def list_cmd(run_dir: Path, as_json: bool, status_filter: tuple[str, ...]) -> No
         return _dump([n.model_dump(mode="json", exclude=LIST_OMITS) for n in nodes])
     table = Table("id", "parent", "status", "op", "score", "tokens", "error / feedback", box=None)
     for n in nodes:
-        note = (n.error.split("\n")[0] if n.error else n.final_feedback)[:70]
+        note = (n.error_line or n.final_feedback)[:70]
         style = STATUS_STYLE.get(n.status.value, "")
         table.add_row(str(n.id), str(n.parent_id if n.parent_id is not None else "-"), f"[{style}]{n.status.value}[/]",
                       n.operator, _score(n), str(n.prompt_tokens + n.completion_tokens), note)

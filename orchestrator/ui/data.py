@@ -89,7 +89,7 @@ def light_node(rec: dict[str, Any]) -> Node:
 def client_row(n: Node) -> list[Any]:
     """One node as the tree needs it (see ROW_FIELDS)."""
     stage = n.stages[-1].get("stage") or "" if n.stages else ""
-    note = n.error.split("\n", 1)[0][:160]
+    note = n.error_line[:160]
     return [
         n.id,
         n.parent_id,
