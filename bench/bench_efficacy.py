@@ -38,7 +38,7 @@ from orchestrator.cli.init_cmd import write_campaign  # noqa: E402
 from orchestrator.cli.remeasure_cmd import remeasure_in_run  # noqa: E402
 from orchestrator.config import CampaignConfig, load_config, parse_config  # noqa: E402
 from orchestrator.fm.providers import open_fm  # noqa: E402
-from orchestrator.report import build_report  # noqa: E402
+from orchestrator.report import build_report, paired_difference  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "efficacy.json"
 #: each learning suite's held-out headline (higher is better), the criterion's "held-out split"
@@ -63,20 +63,11 @@ def held_out_gain(e: dict) -> dict | None:
 
 
 def paired_gain(seed: dict, best: dict, key: str) -> dict:
-    """Best minus seed draw by draw, pairing the draws that ran on the same evaluation seed (the
-    run's base + offset): on a suite whose held-out tasks are drawn per evaluation seed both
-    programs then meet the same tasks, and the difference leaves out how hard those tasks were.
-    Reported beside the criterion (which is the issue's, unpaired), not instead of it. Summaries
-    without ``draw_seeds`` (before 2026-12-04) pair by position. Empty below 2 pairs."""
+    """Best minus seed on ``key``, pairing the draws that ran on the same evaluation seed
+    (``report.paired_difference``). Reported beside the criterion (which is the issue's, unpaired),
+    not instead of it. Summaries without ``draw_seeds`` (before 2026-12-04) pair by position."""
     s, b = (seed.get("held_out_draws") or {}).get(key) or [], (best.get("held_out_draws") or {}).get(key) or []
-    on_s = dict(zip(seed.get("draw_seeds") or range(len(s)), s))
-    on_b = dict(zip(best.get("draw_seeds") or range(len(b)), b))
-    shared = sorted(set(on_s) & set(on_b))
-    diffs = [on_b[k] - on_s[k] for k in shared]
-    if len(diffs) < 2:
-        return {}
-    return {"paired_gains": diffs, "paired_seeds": shared, "paired_mean": statistics.fmean(diffs),
-            "paired_sd": statistics.stdev(diffs)}
+    return paired_difference(seed.get("draw_seeds") or range(len(s)), s, best.get("draw_seeds") or range(len(b)), b)
 
 
 def config_of_run(run_dir: Path) -> CampaignConfig:

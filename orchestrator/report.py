@@ -29,6 +29,30 @@ def _side(node: Node | None, ledger: Ledger) -> dict[str, Any] | None:
     }
 
 
+def paired_difference(seed_offsets: Sequence[int], seed_values: Sequence[float],
+                      best_offsets: Sequence[int], best_values: Sequence[float]) -> dict[str, Any]:
+    """Best minus seed on each evaluation seed both were measured on. A learning suite's draw k
+    meets the same tasks for every program, so this difference leaves out how hard a draw's tasks
+    were, which dominates the unpaired spread on optimizer and rl_objective. Empty below 2 pairs."""
+    on_seed, on_best = dict(zip(seed_offsets, seed_values)), dict(zip(best_offsets, best_values))
+    shared = sorted(set(on_seed) & set(on_best))
+    diffs = [on_best[k] - on_seed[k] for k in shared]
+    if len(diffs) < 2:
+        return {}
+    return {"paired_gains": diffs, "paired_seeds": shared, "paired_mean": statistics.fmean(diffs),
+            "paired_sd": statistics.stdev(diffs)}
+
+
+def _paired(seed: Node | None, best: Node | None) -> dict[str, Any]:
+    """The best's paired gain over the seed on the score and on each held-out metric."""
+    if seed is None or best is None or seed.id == best.id:
+        return {}
+    out = {"score": paired_difference(seed.seed_offsets, seed.draws, best.seed_offsets, best.draws)}
+    for k in sorted(set(seed.private_draws) & set(best.private_draws)):
+        out[k] = paired_difference(seed.seed_offsets, seed.private_draws[k], best.seed_offsets, best.private_draws[k])
+    return {k: v for k, v in out.items() if v}
+
+
 def fm_calls_to_first_improvement(nodes: Sequence[Node]) -> int | None:
     """Model calls made (in node order, the improving node's own included) until the first admitted
     node that scores above the seed; None if none did."""
@@ -93,6 +117,8 @@ def build_report(nodes: Sequence[Node], *, confidence: float = 0.0, campaign: st
         "best": _side(best, ledger),
         "gain_over_seed": (best.score - seed.score) if best and seed and best.score is not None and seed.score is not None else None,
         "score_spread": ledger.spread,
+        # best minus seed per evaluation seed both ran on: the score, then held-out metrics
+        "paired_gain": _paired(seed, best),
         "valid_children": valid,
         "valid_share": valid / len(children) if children else None,
         "ranked_children": ranked,  # valid and through every gate: scored on the last stage
@@ -126,6 +152,10 @@ def render(report: dict[str, Any]) -> str:
     if report["gain_over_seed"] is not None:
         out.append(f"gain over the seed: {report['gain_over_seed']:+.4f} (spread between evaluations of one program: "
                    f"{report['score_spread']:.4f})")
+    for metric, p in (report.get("paired_gain") or {}).items():
+        out.append(f"  paired by evaluation seed, {'score' if metric == 'score' else 'held-out ' + metric}: "
+                   f"{p['paired_mean']:+.4f} ± {p['paired_sd']:.4f} over {len(p['paired_gains'])} seeds "
+                   f"({', '.join(f'{d:+.4f}' for d in p['paired_gains'])})")
     share = report["valid_share"]
     out.append(f"valid children: {report['valid_children']}" + (f" ({share:.0%})" if share is not None else "")
                + f", {report.get('ranked_children', 0)} through every gate")

@@ -146,6 +146,12 @@ def test_report_gives_seed_and_best_with_spreads_yield_and_calls_to_the_first_im
     text = CliRunner().invoke(cli, ["report", str(tmp_path / "run"), "--out", str(tmp_path / "rep")]).output
     assert "best: node 1 (rewrite) score 0.5667 ± " in text and "1 calls to the first improvement" in text
     assert "held-out: hidden_quality = 0.413333 ± 0.0702" in text
+    # the same draw's noise hits both programs, so paired by evaluation seed the gain has no spread
+    paired = rep["paired_gain"]
+    assert paired["score"]["paired_gains"] == pytest.approx([0.06] * 3) and paired["score"]["paired_seeds"] == [0, 1, 2]
+    assert paired["hidden_quality"]["paired_mean"] == pytest.approx(0.06) and paired["hidden_quality"]["paired_sd"] < 1e-9
+    assert "paired by evaluation seed, score: +0.0600 ± 0.0000 over 3 seeds" in text
+    assert "paired by evaluation seed, held-out hidden_quality: +0.0600" in text
 
 
 
