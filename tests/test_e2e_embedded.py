@@ -17,6 +17,9 @@ pytestmark = pytest.mark.slow
 def test_three_iterations_on_the_embedded_model(tmp_path):
     cfg = load_config(write_campaign(tmp_path / "camp", "circle_packing"))
     cfg.fm.max_tokens = 400  # keep the test short on 2 cores; the demo uses the default
+    # one model call per attempt: the repair turns and fix conversations (tested with a scripted
+    # model in test_campaign and test_parsing) made this test take 83-144 s, by how many it needed
+    cfg.mutation.repairs = cfg.mutation.run_repairs = 0
     with open_fm(cfg.fm) as fm:
         stats = Campaign(cfg, tmp_path / "camp" / "run", fm).run(3)
     assert stats.started == 3 and "reached 3 iterations" in stats.stop_reason
