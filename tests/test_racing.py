@@ -124,6 +124,7 @@ def test_archive_show_gives_the_draws_and_the_bound(noisy_campaign, tmp_path):
     noisy_campaign(["QUALITY = 0.56\n"]).close()
     out = CliRunner().invoke(cli, ["archive", "show", str(tmp_path / "run"), "best"]).output
     assert "id: 1" in out and "draws: [0.6" in out and "(mean 0.5667, spread" in out and "lower bound" in out
+    assert "on evaluation seeds +0, +1, +2 (mean" in out and "draw_seeds" not in out
 
 
 def test_report_gives_seed_and_best_with_spreads_yield_and_calls_to_the_first_improvement(noisy_campaign, tmp_path):

@@ -136,8 +136,11 @@ def _show(arc: Archive, node: Node) -> None:
             click.echo(f"--- {labels.get(key, key)} ---\n{value}")
         elif key == "draws" and len(value) > 1:
             ledger = _ledger(arc)
-            click.echo(f"draws: {value} (mean {node.score:.4f}, spread {ledger.spread:.4f} pooled over the run, "
-                       f"lower bound {ledger.lcb(node):.4f})")
+            seeds = ", ".join(f"+{k}" for k in node.seed_offsets)
+            click.echo(f"draws: {value} on evaluation seeds {seeds} (mean {node.score:.4f}, spread {ledger.spread:.4f} "
+                       f"pooled over the run, lower bound {ledger.lcb(node):.4f})")
+        elif key == "draw_seeds":
+            continue  # given with the draws
         elif key == "stages":
             for st in value:
                 click.echo(f"stage {st['stage']}: valid={st['valid']} gate={st['passed_gate']} score={st['score']} {st['public']}")
