@@ -202,6 +202,14 @@ def test_task_by_task_state_kept_between_tasks_is_a_violation(tmp_path):
     assert "adapt changed the module global(s) SEEN between calls" in res.error, res.error
 
 
+def test_state_kept_on_loss_fn_is_a_violation(tmp_path):
+    # the other place a task's support set could be kept for the next task: the loss_fn object
+    code = MAML_CODE.replace("    return params", "    loss_fn.seen = support_y\n    return params")
+    res = run(evaluator(), make_agent(tmp_path, code))
+    assert not res.valid
+    assert "adapt set loss_fn.seen: loss_fn keeps no state between calls" in res.error, res.error
+
+
 def test_a_crash_reports_the_traceback_tail(tmp_path):
     code = MAML_CODE.replace("return params", "raise KeyError('marker-5678')")
     res = run(evaluator(), make_agent(tmp_path, code))

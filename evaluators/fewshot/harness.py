@@ -43,10 +43,19 @@ def mse(params, x, y):
 
 
 class CountedLoss:
-    """The ``loss_fn`` handed to ``adapt``: the support MSE, counting calls (one per inner step)."""
+    """The ``loss_fn`` handed to ``adapt``: the support MSE, counting calls (one per inner step).
+    It holds nothing else: an attribute set on it would carry data from task to task."""
+
+    __slots__ = ("calls",)
 
     def __init__(self):
         self.calls = 0
+
+    def __setattr__(self, name, value):
+        if name != "calls":
+            raise Violation(f"adapt set loss_fn.{name}: loss_fn keeps no state between calls (adapt must be a "
+                            "pure function of its arguments; keep state in local variables)")
+        object.__setattr__(self, name, value)
 
     def __call__(self, params, x, y):
         self.calls += 1
