@@ -35,7 +35,7 @@ from orchestrator.events import NodeEvent
 from orchestrator.executor import EvalJob, EvaluationEnvironment, Executor, SandboxSpec, make_executor
 from orchestrator.ledger import Ledger
 from orchestrator.memory import ProgramMemory, tree_digest
-from orchestrator.mutation.operators import Operator, Proposal, Sampling
+from orchestrator.mutation.operators import DUPLICATE, Operator, Proposal, Sampling
 from orchestrator.mutation.prompts import ProposalContext
 from orchestrator.plan import CampaignPlan
 from orchestrator.verdict import judge
@@ -341,6 +341,8 @@ class Campaign:
         trial_gpu_s = [0.0]
         ctx.evaluate = self._trial_evaluator(parent.id, trial_gpu_s)
         ctx.check = self._trial_evaluator(parent.id, trial_gpu_s, first_stage_only=True)
+        tree = ctx.tree  # the parent's, read here on the loop's thread; the lookup is one dict read
+        ctx.known = lambda files: self.memory.duplicate_of({**tree, **{p: t.encode() for p, t in files.items()}})
         self.stats.started += 1
         op.started(ctx)
         if not op.inline:
@@ -473,7 +475,7 @@ class Campaign:
         except AgentManifestError:  # a broken agent.toml: the evaluation will say so
             texts = None
         if twin is not None:
-            proposal.files, proposal.error = None, f"the proposal is the same program as node {twin} (up to comments and layout), already evaluated"
+            proposal.files, proposal.error = None, DUPLICATE.format(node=twin)
             return None, None
         return tree, texts
 

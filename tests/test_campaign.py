@@ -17,7 +17,7 @@ from orchestrator.report import build_report, render as render_report
 from orchestrator.fm.client import FMClient
 from orchestrator.mutation.prompts import NEW_CONVERSATION
 from tests.campaign_helpers import (
-    CHEAT, CRASH, GRID, LOOP, NAN, OVERLAP, SEED_CODE, SYNTAX, answer_once, rewrite, write_config,
+    CHEAT, CRASH, GRID, LOOP, NAN, OVERLAP, SEED_CODE, SYNTAX, answer_once, archive_nodes, rewrite, wait_for, write_config,
 )
 from tests.fm_server import Delay, Garbage, Reply, ScriptedFMServer, Stall, Status
 
@@ -373,6 +373,31 @@ def test_a_program_the_archive_holds_is_not_evaluated_again(tmp_path):
         third = archive.get(3)
     assert third.parent_id == first.id and third.status == NodeStatus.INVALID
     assert third.error == "the proposal is the same program as node 0 (up to comments and layout), already evaluated"
+
+
+def test_an_answer_that_repeats_an_evaluated_program_goes_back_to_the_model(tmp_path):
+    """Repeating a program the archive holds was a wasted attempt (14 of 260 in nine efficacy
+    campaigns); with repairs it is an unusable answer like the others, and the reply is the child."""
+    other = GRID.replace("radii.append(0.04)", "radii.append(0.039)")
+    assert other != GRID
+
+    def respond(request: dict):
+        if request["messages"][-1]["content"].startswith("Your answer could not be used"):
+            return Reply(rewrite(other, "Smaller circles."), 100, 30)
+        # the grid again, once the first attempt's grid is in the archive
+        wait_for(lambda: len(nodes := archive_nodes(tmp_path / "run")) > 1 and nodes[1].status.finished, "node 1")
+        return Reply(rewrite(GRID, "Same grid."), 100, 30)
+
+    with ScriptedFMServer([Reply(rewrite(GRID), 100, 30)], responder=respond) as srv:
+        run_campaign(tmp_path, srv, iterations=2, workers=1, repairs=1, timeout_s=60)
+        assert len(srv.requests) == 3
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        first, second = archive.get(1), archive.get(2)
+        assert first.status == NodeStatus.ADMITTED and "Same grid." not in first.response
+        assert second.status == NodeStatus.ADMITTED and second.response == rewrite(other, "Smaller circles.")
+        assert "Your answer could not be used: the proposal is the same program as node 1 " in second.prompt
+        assert "radii.append(0.039)" in archive.read_files(2)["packing.py"].decode()
+        assert second.timings["fm_calls"] == 2.0
 
 
 def test_the_retired_refine_operator_is_refused_with_its_replacement(tmp_path):

@@ -107,6 +107,10 @@ REPAIR_HEAT = 0.15
 #: why an answer to a crash is unusable when it is the crashed program again
 REPEATED = "the answer changes nothing of the program that failed"
 
+#: why an answer is unusable when its program is one the archive already evaluated (or has in
+#: flight): 14 of 260 attempts in nine efficacy campaigns, each a wasted attempt before it went back
+DUPLICATE = "the proposal is the same program as node {node} (up to comments and layout), already evaluated"
+
 #: how much of a crash's error goes back to the model (its first lines say where, its last what)
 RUN_ERROR_CHARS = 1500
 
@@ -231,6 +235,9 @@ class FMOperator(Operator):
             last_crash = crash
             try:
                 new, error, crash = self.checked(base, completion.text, ctx.target, parent, apply), "", None
+                twin = ctx.known({ctx.target: new}) if ctx.known else None
+                if twin is not None:
+                    raise ProposalInvalid(DUPLICATE.format(node=twin))
             except ProposalInvalid as e:
                 new, error, crash = None, str(e), None
                 if getattr(completion, "finish_reason", None) == "length":

@@ -101,6 +101,9 @@ class ProposalContext:
     # for the FM operators' execution feedback: the same, running only the evaluation's first stage
     # (does the program run at all?)
     check: Callable[[dict[str, str]], Any] | None = None
+    # the node that already holds the parent with these files changed (None: a new program), so an
+    # answer that repeats one goes back to the model like any other unusable answer
+    known: Callable[[dict[str, str]], int | None] | None = None
 
 
 def _metrics_line(metrics: dict[str, float]) -> str:
