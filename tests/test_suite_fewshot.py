@@ -225,3 +225,12 @@ def test_a_torch_optim_optimiser_in_adapt_is_invalid_with_a_hint_to_write_the_up
     assert not res.valid and "exit code 1" in res.error
     assert "torch.optim optimisers cannot run inside adapt" in res.error, res.error
     assert "write the update rule with tensor arithmetic" in res.error
+
+
+def test_a_dict_of_tensors_used_as_one_tensor_gets_a_hint_to_work_per_key(tmp_path):
+    # fewshot seed 3, node 23: gradient normalisation written on the gradient dict itself (the same error)
+    code = MAML_CODE.replace("def adapt(", "import torch\n\n\ndef adapt(").replace(
+        "        params = {", "        g = g / torch.norm(g)\n        params = {")
+    res = run(evaluator(), make_agent(tmp_path, code))
+    assert not res.valid and "AttributeError: 'dict' object has no attribute" in res.error, res.error
+    assert "are dicts of tensors with the same keys: apply tensor operations to each value" in res.error
