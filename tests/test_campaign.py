@@ -376,7 +376,7 @@ def test_a_program_the_archive_holds_is_not_evaluated_again(tmp_path):
 
 
 def test_an_answer_that_repeats_an_evaluated_program_goes_back_to_the_model(tmp_path):
-    """Repeating a program the archive holds was a wasted attempt (14 of 260 in nine efficacy
+    """Repeating a program the archive holds was a wasted attempt (14 of 260 in eight efficacy
     campaigns); with repairs it is an unusable answer like the others, and the reply is the child."""
     other = GRID.replace("radii.append(0.04)", "radii.append(0.039)")
     assert other != GRID

@@ -108,7 +108,7 @@ REPAIR_HEAT = 0.15
 REPEATED = "the answer changes nothing of the program that failed"
 
 #: why an answer is unusable when its program is one the archive already evaluated (or has in
-#: flight): 14 of 260 attempts in nine efficacy campaigns, each a wasted attempt before it went back
+#: flight): 14 of 260 attempts in eight kept efficacy campaigns, each a wasted attempt before it went back
 DUPLICATE = "the proposal is the same program as node {node} (up to comments and layout), already evaluated"
 
 #: how much of a crash's error goes back to the model (its first lines say where, its last what)
