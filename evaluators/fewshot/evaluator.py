@@ -93,8 +93,9 @@ OPTIM_HINT = (" (torch.optim optimisers cannot run inside adapt: params is a dic
               "such as a momentum, in local variables)")
 
 
-#: a dict of tensors used as one tensor (``g / torch.norm(g)`` on the gradient dict): 2 of the 7
-#: crashes of fewshot seed 3, neither fixed when sent back with the bare error
+#: a dict of tensors used as one tensor (``g / torch.norm(g)`` on the gradient dict): 2 of the 4
+#: answers that crashed in fewshot seed 3's run check, neither fixed when sent back with the bare
+#: error (nor, asked again 3 times each, with this hint: 0 of 6)
 DICT_HINT = (" (params, and grad(loss_fn)(params, x, y), are dicts of tensors with the same keys: apply "
              "tensor operations to each value, as the seed's {k: p - INNER_LR * g[k] for k, p in params.items()} does)")
 DICT_ERROR = re.compile(r"^(TypeError|AttributeError|RuntimeError|ValueError)\b.*\bdict\b")
