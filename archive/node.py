@@ -8,6 +8,15 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+def what_broke(text: str) -> str:
+    """What broke, in one line: a traceback's last line (the exception), else the first line; ""
+    for no text. The one rule for the archive's summaries and the model's repair turns."""
+    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if "Traceback (most recent call last)" in text else lines[0]
+
+
 class NodeStatus(str, enum.Enum):
     PROPOSED = "proposed"  # code committed, not yet evaluated
     EVALUATING = "evaluating"
@@ -65,13 +74,11 @@ class Node(BaseModel):
     def error_line(self) -> str:
         """``error`` in one line. A crash's error starts "stage full: exit code 1" and ends with the
         traceback's exception, which is what broke: for a crash that line, after the stage."""
-        lines = [line.strip() for line in self.error.strip().splitlines() if line.strip()]
-        if not lines:
-            return ""
-        if "Traceback (most recent call last)" not in self.error or len(lines) < 2:
-            return lines[0]
-        stage = lines[0].split(":", 1)[0] + ": " if lines[0].startswith("stage ") else ""
-        return stage + lines[-1]
+        broke = what_broke(self.error)
+        first = broke and self.error.strip().splitlines()[0].strip()
+        if broke == first or not first.startswith("stage "):
+            return broke
+        return first.split(":", 1)[0] + ": " + broke
 
     @property
     def final_feedback(self) -> str:

@@ -14,6 +14,7 @@ import pytest
 
 from archive import Archive, ArchiveLocked, Node, NodeStatus, NotARunDir
 from archive.repo import EMPTY_TREE, node_ref
+from archive.node import what_broke
 from archive.store import NodeStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -464,3 +465,9 @@ def test_a_crash_is_summed_up_by_its_exception_not_its_exit_code():
     node = node.model_copy(update={"error": "SEARCH block 1 does not match\n(first line: 'x = 1')"})
     assert node.error_line == "SEARCH block 1 does not match"
     assert node.model_copy(update={"error": ""}).error_line == ""
+    # the same rule names what broke to the model in a repair turn, so the two cannot drift
+    from orchestrator.mutation.operators import _last_line
+    assert _last_line(crash) == what_broke(crash) == "IndexError: index 26 is out of bounds for axis 0 with size 26"
+    assert _last_line("") == "(no message)" and what_broke("") == ""
+    one_line = "stage full: Traceback (most recent call last)"
+    assert node.model_copy(update={"error": one_line}).error_line == one_line  # no stage said twice

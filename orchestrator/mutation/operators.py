@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from archive.node import what_broke
 from orchestrator.events import NodeEvent
 from orchestrator.fm.client import FMError
 from orchestrator.mutation.parsing import (
@@ -396,11 +397,8 @@ FM_OPERATORS: dict[str, type[Operator]] = {
 
 
 def _last_line(error: str) -> str:
-    """What broke: a traceback's last line (the exception), or the error's first line."""
-    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
-    if not lines:
-        return "(no message)"
-    return lines[-1] if "Traceback (most recent call last)" in error else lines[0]
+    """What broke (``what_broke``), or "(no message)" to show the model for an empty error."""
+    return what_broke(error) or "(no message)"
 
 
 def summarise(answer: str, limit: int = 120) -> str:
