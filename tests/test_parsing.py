@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from orchestrator.mutation.operators import summarise
@@ -11,6 +13,7 @@ from orchestrator.mutation.parsing import (
     parse_rewrite,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 SRC = "def f(x):\n    y = x + 1\n    return y\n\n\ndef g():\n    return 2\n"
 
 
@@ -149,6 +152,46 @@ def test_merge_replaces_functions_by_name_and_adds_imports():
     assert ns["keep"]() == "unchanged" and ns["extra"]() == 1
     assert out.count("def helper") == 1 and "return x + 2" in out
     assert out.index("import math") < out.index("N = 3")
+
+
+def test_merge_keeps_a_new_constant_the_new_function_reads():
+    """fewshot seed 4, node 4: the answer's block set ``META_LR = 0.001`` above the adapt that read
+    it, and lacked the file's ``grad`` import (so it was merged, not taken whole): the merge dropped
+    the constant and the child failed as "uses a name defined nowhere: 'META_LR'"."""
+    from orchestrator.mutation.parsing import any_edit
+
+    seed = (ROOT / "evaluators" / "fewshot" / "seed" / "inner_loop.py").read_text()
+    answer = """Decay the step size:
+```python
+import torch
+
+INNER_LR = 0.05
+DECAY = 0.9  # per step
+
+def adapt(params, support_x, support_y, loss_fn, steps):
+    lr = INNER_LR
+    for _ in range(steps):
+        g = grad(loss_fn)(params, support_x, support_y)
+        params = {k: p - lr * g[k] for k, p in params.items()}
+        lr = lr * DECAY
+    return params
+
+UNUSED = 3
+result = adapt(params0, xs, ys, mse, 5)
+```"""
+    out = any_edit(seed, answer)
+    check_python("inner_loop.py", out)  # no name defined nowhere
+    assert out.index("DECAY = 0.9  # per step") < out.index("def adapt")
+    assert "INNER_LR = 0.01" in out and "INNER_LR = 0.05" not in out  # a restated constant: the parent's
+    assert "UNUSED" not in out and "result =" not in out  # read by no definition / a usage example
+    assert "from torch.func import grad" in out and "import torch\n" in out
+    import torch
+
+    ns: dict = {}
+    exec(compile(out, "inner_loop.py", "exec"), ns)
+    params = ns["adapt"]({"w": torch.ones(2)}, torch.ones(3, 2), torch.zeros(3),
+                         lambda p, x, y: ((x @ p["w"] - y) ** 2).mean(), 2)
+    assert params["w"].shape == (2,) and bool((params["w"] < 1).all())
 
 
 def test_merge_needs_a_known_function():
