@@ -40,8 +40,11 @@ setup: system-deps $(STAMP)
 model: setup
 	$(BIN)/dgm model fetch
 
+# two pytest workers (pytest-xdist), a test file per worker at a time: a file's module fixtures
+# (a docker image, a Ray cluster, a browser) are made once. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: setup model
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 # A fresh campaign in $(DEMO)/ (or a resumed one, if it is there), then the best node and its lineage.
 demo: setup model
