@@ -167,7 +167,9 @@ class Ledger:
         self._shares[node.id] = share
         self.nodes[node.id] = node
         self._apply(node.id, share, +1)
-        if node.parent_id is not None and node.status in FAILED_CHILD and node.response and node.error:
+        # an answer a model gave (fit's trials are a JSON record no model wrote: shown to the model as
+        # 'fit change ("constants": [)', they told it nothing)
+        if node.parent_id is not None and node.status in FAILED_CHILD and node.fm_model and node.response and node.error:
             ids = self._failures.setdefault(node.parent_id, [])
             if node.id not in ids:
                 ids.append(node.id)

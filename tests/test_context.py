@@ -20,8 +20,8 @@ CODE = {0: "x = 0\n", 1: "x = 1\n", 2: "x = 2\n", 3: "x = 3\n", 4: "x = 4 # " + 
 
 def builder(**mutation) -> ContextBuilder:
     ledger = Ledger([node(0, None, 0.5), node(1, 0, 0.9), node(2, 0, 0.8), node(3, 1, 0.7), node(4, 0, 0.95),
-                     node(5, 3, None, NodeStatus.INVALID, error="boom", response="Make it faster.", operator="diff"),
-                     node(6, 3, None, NodeStatus.INVALID, error="boom", response="Again.", operator="rewrite")])
+                     node(5, 3, None, NodeStatus.INVALID, error="boom", response="Make it faster.", operator="diff", fm_model="m"),
+                     node(6, 3, None, NodeStatus.INVALID, error="boom", response="Again.", operator="rewrite", fm_model="m")])
     return ContextBuilder("T", [], MutationSection(**mutation), ledger, lambda i: {"a.py": CODE[i]},
                           lambda i: {"a.py": CODE[i].encode()})
 

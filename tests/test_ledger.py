@@ -55,6 +55,17 @@ def test_yield_counts_valid_children_against_parent_and_seed():
     assert [n.id for n in ledger.failed_children(1)] == [3] and ledger.children == {0: 1}
 
 
+def test_a_fit_that_found_nothing_is_no_failed_answer_for_the_prompt():
+    """The prompt's "earlier changes that FAILED" lists answers a model gave; a fit's record (its
+    trials as JSON) read there as 'fit change ("constants": [)' (fewshot seed 4, node 27's prompt)."""
+    fit = make(3, 1, NodeStatus.INVALID, op="fit", fm=False, error="fit: no trial beat the parent's own constants",
+               response='{"constants": ["inner_loop.py:5:11 = 0.01"]}')
+    ledger = Ledger([make(0, None, NodeStatus.ADMITTED, 0.5), make(1, 0, NodeStatus.ADMITTED, 0.7), fit,
+                     make(4, 1, NodeStatus.INVALID, error="x", response="r")])
+    assert [n.id for n in ledger.failed_children(1)] == [4]
+    assert ledger.summary()["operators"]["fit"]["attempts"] == 1  # still counted as an attempt
+
+
 def test_clade_counts_sum_every_evaluated_descendant():
     ledger = Ledger([make(0, None, NodeStatus.ADMITTED, 0.5), make(1, 0, NodeStatus.ADMITTED, 0.75),
                      make(2, 1, NodeStatus.REJECTED, 1.5), make(3, 1, NodeStatus.INVALID, error="x"),
