@@ -58,7 +58,7 @@ class FitSettings(_Section):
     # on circle packing (100 iterations) 29 of 32 fits found nothing: fit goes to the best program,
     # which was mostly a fit's own point already. A program fitted in vain is fitted again with
     # twice the step, and left to the other operators after this many fits that found nothing
-    misses_per_program: int = Field(3, ge=1, le=100, description="fits that found nothing before fit leaves a program alone")
+    misses_per_program: int = Field(1, ge=1, le=100, description="fits that found nothing before fit leaves a program alone")
 
 
 class MutationSection(_Section):
