@@ -192,6 +192,13 @@ result = adapt(params0, xs, ys, mse, 5)
     params = ns["adapt"]({"w": torch.ones(2)}, torch.ones(3, 2), torch.zeros(3),
                          lambda p, x, y: ((x @ p["w"] - y) ** 2).mean(), 2)
     assert params["w"].shape == (2,) and bool((params["w"] < 1).all())
+    # an import after a replaced definition: the new constant and import each land in their place
+    out = merge_definitions("def f():\n    return 1\n\nimport math\n\ndef g():\n    return math.pi\n",
+                            ["import os\nK = 2\n\ndef f():\n    return K + len(os.sep)\n"])
+    assert out.index("K = 2") < out.index("def f") < out.index("import math") < out.index("import os") < out.index("def g")
+    ns = {}
+    exec(compile(out, "m.py", "exec"), ns)
+    assert ns["f"]() == 3
 
 
 def test_merge_needs_a_known_function():

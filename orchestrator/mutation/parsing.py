@@ -242,16 +242,19 @@ def merge_definitions(old: str, blocks: list[str]) -> str:
     # (an insertion is an empty span, first line after last)
     spans = {(a, b): t for (a, b), t in spans.items()
              if a > b or not any(a2 <= a and b <= b2 and a2 <= b2 and (a2, b2) != (a, b) for a2, b2 in spans)}
-    for (a, b), text in sorted(spans.items(), key=lambda kv: -kv[0][0]):
-        out[a - 1 : b] = text.split("\n")
+    edits = [(a, b, text) for (a, b), text in spans.items()]
     new_constants = [t for t, names in constants if names & used]
-    if new_constants:  # above the parent's first definition (the lines before it are unchanged)
+    if new_constants:  # above the parent's first definition
         first = min((_span(n)[0] for n in tree.body if isinstance(n, DEFS)), default=len(out) + 1)
-        out[first - 1 : first - 1] = [*new_constants, "", ""]
-    if imports:
+        edits.append((first, first - 1, "\n".join([*new_constants, "", ""])))
+    if imports:  # after the parent's last import (which may come after a definition)
         anchor = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
         at = anchor[-1].end_lineno if anchor else (_span(tree.body[0])[1] if tree.body and _is_docstring(tree.body[0]) else 0)
-        out[at:at] = imports
+        edits.append((at + 1, at, "\n".join(imports)))
+    # bottom-up, so each edit's old line numbers still hold; at one line, the replacement first,
+    # then the insertions (the later one lands above: imports above constants)
+    for i, (a, b, text) in sorted(enumerate(edits), key=lambda e: (-e[1][0], e[1][0] > e[1][1], e[0])):
+        out[a - 1 : b] = text.split("\n")
     merged = "\n".join(out).rstrip("\n") + "\n"
     if appended:
         merged += "\n\n" + "\n\n\n".join(appended) + "\n"
