@@ -207,5 +207,9 @@ def _tail(result) -> str:
 
 
 def _last_line(text: str) -> str:
+    """The improver's last words, cut at 300 characters: for a traceback the exception line (as
+    ``archive.node.what_broke`` reads it), otherwise the last line it printed. Unlike ``what_broke``,
+    which takes the first line of an error message, the latest output of a program that was stopped or
+    exited says most about where it stopped."""
     lines = [line for line in (text or "").strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else "(no output)"
