@@ -12,6 +12,7 @@ import pytest
 
 from evaluators import registry
 from evaluators.fewshot import FewShotEvaluator, score_from
+from evaluators.fewshot.evaluator import public_seeds
 from evaluators.fewshot.tasks import SHIFTED, TRAIN, TaskDistribution, query_mse, sample_eval_set
 from evaluators.pipeline import evaluate
 from sandboxes.factory import make_sandbox
@@ -81,6 +82,23 @@ def test_maml_beats_no_adaptation_by_far():
     assert m["mse_10_std"] > 0  # two seeds, two different meta-learners
     assert set(maml.private_metrics) == {"hidden_mse_1", "hidden_mse_5", "hidden_mse_10", "hidden_score"}
     assert not any(k.startswith("hidden") for k in m) and "hidden" not in maml.feedback
+
+
+def test_public_seeds_follow_the_evaluation_seed():
+    seeds, stream = public_seeds(7, 1, 3)
+    assert (seeds, stream) == public_seeds(7, 1, 3) and len(set(seeds)) == 3
+    assert public_seeds(8, 1, 3) != (seeds, stream) and public_seeds(7, 2, 3) != (seeds, stream)
+    assert all(0 <= s < 2**31 for s in [*seeds, stream])
+
+
+def test_a_program_evaluated_again_on_another_seed_is_measured_again():
+    # with fixed public seeds every draw of a program scored the same, so racing saw no noise
+    ev = evaluator(seeds=2, meta_iterations=30, tasks=30)
+    first, again, other = run(ev, MAML, seed=3), run(ev, MAML, seed=3), run(ev, MAML, seed=4)
+    assert first.valid and other.valid, (first.error, other.error)
+    assert first.public_metrics == again.public_metrics  # one evaluation seed, one measurement
+    assert first.public_metrics["mse_1"] != other.public_metrics["mse_1"]
+    assert first.public_metrics["zero_mse"] == other.public_metrics["zero_mse"]  # the public tasks stay fixed
 
 
 def test_learned_step_sizes_through_init_params(tmp_path):
