@@ -134,7 +134,7 @@ def test_disk_quota_stops_many_small_files(backend, tmp_path):
     # worker's writes: 45 MB in a fresh clone's run, against 40 MB allowed)
     image = r.extra.get("quota_image")
     assert image and os.stat(image).st_size == QUOTA["disk"]
-    assert os.stat(image).st_blocks * 512 <= QUOTA["disk"]
+    assert os.stat(image).st_blocks * 512 <= QUOTA["disk"] + 2**20  # + the host file system's extent blocks
     fs.remove_tree(wd)
     _assert_nothing_left(wd, image)
 

@@ -85,10 +85,11 @@ def _metric_specs() -> tuple[MetricSpec, ...]:
 def public_seeds(eval_seed: int, stage_idx: int, n: int) -> tuple[list[int], int]:
     """The meta-learners' initialisation seeds and meta-training task-stream seed of one evaluation.
 
-    They follow the evaluation seed, as the other learning suites' public runs do: with fixed seeds
-    every draw of a program gave the same public score, so racing and the lower bound saw no noise,
-    and a fit climbed the fixed seeds' noise instead (fewshot seed 5: trials of the one constant
-    INNER_LR between 0.0104 and 0.0105 scored 0.8548-0.8589, against a best's gain of +0.0032).
+    They follow the evaluation seed, as the optimizer and rl_objective suites' public runs do
+    (continual's stay fixed): with fixed seeds every draw of a program gave the same public score,
+    so racing and the lower bound saw no noise, and a fit climbed the fixed seeds' noise instead
+    (fewshot seed 5: trials of the one constant INNER_LR between 0.0104 and 0.0105 scored
+    0.8548-0.8589, against a best's gain of +0.0032).
     """
     state = np.random.SeedSequence(int(eval_seed), spawn_key=(stage_idx, 2)).generate_state(n + 1)
     return [int(v % 2**31) for v in state[:n]], int(state[n] % 2**31)

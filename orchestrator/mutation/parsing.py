@@ -135,16 +135,19 @@ def module_names(source: str) -> set[str]:
         tree = syntax.parse(source)
     except (SyntaxError, ValueError):
         return set()
-    names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, DEFS):
-            names.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names.update(t.id for t in targets if isinstance(t, ast.Name))
-    return names
+    return set().union(*(_bound_by(node) for node in tree.body))
+
+
+def _bound_by(node: ast.stmt) -> set[str]:
+    """The top-level names one statement binds (a definition, an import, an assignment)."""
+    if isinstance(node, DEFS):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return {t.id for t in targets if isinstance(t, ast.Name)}
+    return set()
 
 
 def _span(node: ast.stmt) -> tuple[int, int]:
@@ -226,7 +229,7 @@ def merge_definitions(old: str, blocks: list[str]) -> str:
             elif isinstance(node, (ast.Import, ast.ImportFrom)) and text not in old and text not in imports:
                 imports.append(text)
             elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-                names = module_names(text)
+                names = _bound_by(node)
                 if names and not names & bound and all(text != t for t, _ in constants):
                     constants.append((text, names))
     if not spans and not added:
