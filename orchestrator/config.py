@@ -80,6 +80,10 @@ class MutationSection(_Section):
     # one idea per prompt, drawn from the evaluator's ideas plus these, with this probability
     ideas: list[str] = Field(default_factory=list)
     idea_share: float = Field(0.5, ge=0, le=1)
+    # the installed library's documentation (signature, parameters) of a function an idea names
+    # (scipy.optimize.linprog), in that prompt, and of the library call a crash was raised in, in
+    # the fix request
+    library_docs: bool = True
     improver: ImproverLimits = Field(default_factory=ImproverLimits)
     fit: FitSettings = Field(default_factory=FitSettings)
 

@@ -10,6 +10,7 @@ from typing import Callable
 from archive import Node
 from orchestrator.config import MutationSection
 from orchestrator.ledger import Ledger
+from orchestrator.mutation.api_reference import references
 from orchestrator.mutation.operators import summarise
 from orchestrator.mutation.prompts import Exemplar, Inspiration, ProposalContext
 
@@ -32,6 +33,7 @@ class ContextBuilder:
         editable = list(texts)
         failures = self.failures(parent.id)
         target = rng.choice(editable)
+        idea = self._idea(rng)
         return ProposalContext(
             task=self.task,
             parent_id=parent.id,
@@ -48,7 +50,8 @@ class ContextBuilder:
             ],
             failures=failures,
             inspirations=self.inspirations(parent, target),
-            idea=self._idea(rng),
+            idea=idea,
+            reference=references(idea) if idea and self.mutation.library_docs else "",
             tree=self.tree_of(parent.id),
             record=public_record(parent, self.task, failures),
         )

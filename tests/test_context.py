@@ -18,11 +18,11 @@ def node(i, parent, score, status=NodeStatus.ADMITTED, **kw):
 CODE = {0: "x = 0\n", 1: "x = 1\n", 2: "x = 2\n", 3: "x = 3\n", 4: "x = 4 # " + "long " * 100 + "\n"}
 
 
-def builder(**mutation) -> ContextBuilder:
+def builder(ideas=(), **mutation) -> ContextBuilder:
     ledger = Ledger([node(0, None, 0.5), node(1, 0, 0.9), node(2, 0, 0.8), node(3, 1, 0.7), node(4, 0, 0.95),
                      node(5, 3, None, NodeStatus.INVALID, error="boom", response="Make it faster.", operator="diff", fm_model="m"),
                      node(6, 3, None, NodeStatus.INVALID, error="boom", response="Again.", operator="rewrite", fm_model="m")])
-    return ContextBuilder("T", [], MutationSection(**mutation), ledger, lambda i: {"a.py": CODE[i]},
+    return ContextBuilder("T", list(ideas), MutationSection(**mutation), ledger, lambda i: {"a.py": CODE[i]},
                           lambda i: {"a.py": CODE[i].encode()})
 
 
@@ -41,3 +41,16 @@ def test_failures_of_the_parent_are_shown_once_each():
     b = builder()
     assert b.failures(3) == ["rewrite change (Again.): boom"]  # the newest; the same error is not repeated
     assert b.failures(1) == []
+
+
+def test_an_idea_that_names_a_library_function_brings_its_documentation():
+    idea = "Solve for the radii with scipy.optimize.linprog (A_ub, b_ub)."
+    b = builder(ideas=[idea], idea_share=1.0)
+    ctx = b.build(b.ledger.nodes[3], random.Random(0))
+    assert ctx.idea == idea and ctx.reference.startswith("`scipy.optimize.linprog(c, A_ub=None")
+    prompt = build_messages(ctx, "go")[1]["content"]
+    assert prompt.index("## An idea you may try") < prompt.index("## From the installed library's documentation\n`scipy")
+    off = builder(ideas=[idea], idea_share=1.0, library_docs=False).build(b.ledger.nodes[3], random.Random(0))
+    assert off.idea == idea and off.reference == ""
+    plain = builder(ideas=["Rotate the inner ring."], idea_share=1.0).build(b.ledger.nodes[3], random.Random(0))
+    assert plain.reference == "" and "documentation" not in build_messages(plain, "go")[1]["content"]

@@ -585,6 +585,36 @@ def test_a_fix_request_takes_any_edit_shape_whatever_the_operator_asked_first():
     assert proposal.counts == {"checks": 1, "run_repairs": 1}  # the last answer is left to the evaluation
 
 
+def test_a_fix_request_shows_the_documentation_of_the_library_call_that_crashed():
+    from concurrent.futures import Future
+
+    from evaluators.pipeline import EvaluationResult, StageResult
+    from orchestrator.mutation.operators import RewriteOperator, Sampling
+    from orchestrator.mutation.prompts import ProposalContext
+
+    program = "import numpy as np\n\n\ndef g():\n    return np.concatenate(np.zeros((2, 2)), np.ones(2))\n"
+    own_line = ('Traceback (most recent call last):\n  File "/tmp/x/a.py", line 5, in g\n'
+                '    return np.concatenate(np.zeros((2, 2)), np.ones(2))\nTypeError: only integer scalar arrays')
+    # raised inside the library the line calls: its frames come after the program's
+    in_library = own_line.replace("\nTypeError", '\n  File "/venv/site-packages/numpy/_core/x.py", line 9, in f\nTypeError')
+
+    for docs, error, shown in ((True, in_library, True), (False, in_library, False), (True, own_line, False)):
+        def check(files, error=error):
+            fut = Future()
+            fut.set_result(EvaluationResult(stages=[StageResult("smoke", False, False, None, error=error)]))
+            return fut
+
+        fm = _ScriptedFM(f"Use numpy.\n```python\n{program}```", "Still broken.")
+        op = RewriteOperator()
+        op.repairs, op.run_repairs, op.library_docs = 0, 1, docs
+        parent = "import numpy as np\n\n\ndef g():\n    return 0\n"
+        ctx = ProposalContext(task="T", parent_id=0, files={"a.py": parent}, editable=["a.py"], target="a.py", check=check)
+        op.propose(ctx, fm, Sampling(0.7, 0, 100))
+        fix = fm.conversations[1][1]["content"]
+        assert ("`numpy.concatenate(" in fix) == shown
+        assert ("## From the installed library's documentation, for the call on that line" in fix) == shown
+
+
 def test_the_crash_site_is_the_last_frame_of_the_traceback_in_the_edited_file():
     from orchestrator.mutation.prompts import crash_site
 

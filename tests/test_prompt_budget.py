@@ -12,6 +12,7 @@ from evaluators import registry
 from evaluators.agent import load_manifest
 from orchestrator.config import MutationSection
 from orchestrator.fm.config import FMConfig
+from orchestrator.mutation.api_reference import references
 from orchestrator.mutation.operators import FM_OPERATORS, Sampling
 from orchestrator.mutation.prompts import Exemplar, Inspiration, ProposalContext, build_messages
 
@@ -26,12 +27,14 @@ def _longest_prompt_chars(suite: str, mutation: MutationSection) -> int:
     target = load_manifest(seed).editable[0]
     program = (seed / target).read_text()
     public = {m.name: 0.123456 for m in cls.metrics if m.public}
+    # the idea that makes the longest prompt, with the library documentation it brings
+    idea = max(cls.ideas, key=lambda i: len(i) + len(references(i)), default="")
     ctx = ProposalContext(
         task=cls.task, parent_id=3, files={target: program}, editable=[target], target=target, score=0.876543,
         public_metrics=public, feedback="f" * 600,
         exemplars=[Exemplar(i, 0.9, public, "n" * 160) for i in range(mutation.exemplars)],
         inspirations=[Inspiration(9, 0.95, (program * 10)[: mutation.inspiration_chars])] * mutation.inspirations,
-        failures=["x" * 400] * mutation.failures_shown, idea=max(cls.ideas, key=len, default=""),
+        failures=["x" * 400] * mutation.failures_shown, idea=idea, reference=references(idea),
     )
     longest = 0
     for op_class in FM_OPERATORS.values():

@@ -92,10 +92,11 @@ class CirclePackingEvaluator(Evaluator):
         "After the radii are computed, grow each circle in turn until it touches a neighbour or a wall.",
         "Circles in the corners and along the walls can be larger; dense regions often follow hexagonal patterns.",
         # constrained optimisation, the step that took evolved programs past rings (general knowledge)
-        "Optimise all centres and radii together with scipy.optimize.minimize (method SLSQP): maximise the sum of "
-        "radii subject to no overlap and staying inside the square, starting from the current construction.",
-        "For fixed centres the best radii solve a linear program (scipy.optimize.linprog): maximise the sum of the "
-        "radii subject to r_i + r_j <= distance(i, j) for every pair and each radius <= its distance to every wall.",
+        "Optimise all centres and radii together with scipy.optimize.minimize and its SLSQP solver: maximise the sum of "
+        "radii subject to no overlap and staying inside the square (as constraints and bounds), starting from the current "
+        "construction.",
+        "For fixed centres the best radii solve a linear program (scipy.optimize.linprog, with A_ub, b_ub and bounds): "
+        "maximise the sum of the radii subject to r_i + r_j <= distance(i, j) for every pair and each radius <= its distance to every wall.",
     )
     stages = (
         Stage(

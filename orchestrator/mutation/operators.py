@@ -16,6 +16,7 @@ from typing import Any, Callable
 from archive.node import what_broke
 from orchestrator.events import NodeEvent
 from orchestrator.fm.client import FMError
+from orchestrator.mutation.api_reference import call_references
 from orchestrator.mutation.parsing import (
     NO_CODE,
     ProposalInvalid,
@@ -39,6 +40,7 @@ from orchestrator.mutation.prompts import (
     build_messages,
     build_fix_messages,
     crash_site,
+    raised_in_a_library,
     clip_middle,
     render,
 )
@@ -194,6 +196,7 @@ class FMOperator(Operator):
     instructions: str
     repairs: int = 1
     run_repairs: int = 0
+    library_docs: bool = True  # the fix request shows the documentation of the library call that crashed
 
     @property
     def max_calls(self) -> int:  # type: ignore[override]
@@ -202,7 +205,7 @@ class FMOperator(Operator):
     @classmethod
     def from_config(cls, cfg: Any) -> "FMOperator":
         op = cls()
-        op.repairs, op.run_repairs = cfg.mutation.repairs, cfg.mutation.run_repairs
+        op.repairs, op.run_repairs, op.library_docs = cfg.mutation.repairs, cfg.mutation.run_repairs, cfg.mutation.library_docs
         return op
 
     def instructions_for(self, ctx: ProposalContext, sampling: Sampling) -> str:
@@ -263,7 +266,10 @@ class FMOperator(Operator):
                 error_text = clip_middle(crash[1], RUN_ERROR_CHARS)
                 site = crash_site(error_text, ctx.target, new)
                 instructions = fix_request(ctx.target, site)
-                apply, messages = any_edit, build_fix_messages(ctx, new, crash[0], _last_line(crash[1]), error_text, site)
+                # the library's documentation when the error came from inside the library call
+                reference = (call_references(new, site[1])
+                             if site and self.library_docs and raised_in_a_library(error_text, ctx.target) else "")
+                apply, messages = any_edit, build_fix_messages(ctx, new, crash[0], _last_line(crash[1]), error_text, site, reference)
                 continue
             if not repairs:
                 break
@@ -350,7 +356,7 @@ class TweakOperator(DiffOperator):
     @classmethod
     def from_config(cls, cfg: Any) -> "TweakOperator":
         op = cls()
-        op.repairs, op.run_repairs = cfg.mutation.repairs, cfg.mutation.run_repairs
+        op.repairs, op.run_repairs, op.library_docs = cfg.mutation.repairs, cfg.mutation.run_repairs, cfg.mutation.library_docs
         return op
 
 

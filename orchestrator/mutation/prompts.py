@@ -91,6 +91,7 @@ class ProposalContext:
     failures: list[str] = field(default_factory=list)  # recent failed children of this parent
     inspirations: list[Inspiration] = field(default_factory=list)  # strong programs of other lineages
     idea: str = ""  # a direction to try, from the evaluator's or the campaign's ideas
+    reference: str = ""  # the installed library's documentation of the functions the idea names
     # for operators that run the agent's own code: its whole tree, and its public evaluation record
     # (per-stage public results, feedback, failed attempts; never private metrics)
     tree: dict[str, bytes] = field(default_factory=dict)
@@ -147,6 +148,8 @@ def build_messages(ctx: ProposalContext, instructions: str) -> list[dict[str, st
         parts.append("## Earlier changes to this program that FAILED (avoid repeating them)\n" + "\n".join(lines))
     if ctx.idea:
         parts.append(f"## An idea you may try\n{ctx.idea.strip()}")
+    if ctx.reference:
+        parts.append(f"## From the installed library's documentation\n{ctx.reference.strip()}")
     parts.append("## Your answer\n" + instructions.replace("{target}", ctx.target))
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 
@@ -179,6 +182,18 @@ def crash_site(error: str, target: str, program: str) -> tuple[str, int, str] | 
     return frames[-1]["name"], line, lines[line - 1].strip() if 0 < line <= len(lines) else ""
 
 
+def raised_in_a_library(error: str, target: str) -> bool:
+    """Whether a traceback's last frame is outside the edited file ``target``: the error was raised
+    inside code the program called (a library's checks of its arguments), so how the program
+    called it is the likely cause. An error of the program's own line (an index out of range) has
+    its last frame there; so has one raised by compiled code, which leaves no frame of its own."""
+    frames = list(_FRAME_RE.finditer(error))
+    if not frames:
+        return False
+    suffix = "/" + target.replace("\\", "/").lstrip("/")
+    return not ("/" + frames[-1]["path"].replace("\\", "/").lstrip("/")).endswith(suffix)
+
+
 def _function_spans(program: str) -> dict[str, list[tuple[int, int]]]:
     """Each function name of ``program`` → the line spans of its definitions (empty when it does not parse)."""
     try:
@@ -199,20 +214,21 @@ def fix_request(target: str, site: tuple[str, int, str] | None) -> str:
 
 
 def build_fix_messages(ctx: ProposalContext, program: str, stage: str, what: str, error: str,
-                       site: tuple[str, int, str] | None) -> list[dict[str, str]]:
+                       site: tuple[str, int, str] | None, reference: str = "") -> list[dict[str, str]]:
     """A new conversation about a program that crashed: the task, that program and its error, and
     a request to fix it that names the function the error is raised in. The small model, asked in
     the same conversation as a follow-up, answered the crashed program again or kept its cause (0 of
     15 crashes fixed in the efficacy campaigns); shown the program as the one to fix, it meets the
     task it was trained on (a bug and its traceback), without its earlier answer to copy. Not told
     where, it rewrote a function the error did not pass through (circle packing, seed 3)."""
-    where = ""
+    where = ""  # ``reference``: the documentation of the library call on the crash's line, if any
     if site:  # ``crash_site(error, ctx.target, program)``, found once by the caller
         where = f"\nIt is raised in `{site[0]}`, line {site[1]} of {ctx.target}" + (f": `{site[2]}`" if site[2] else "") + "."
     request = fix_request(ctx.target, site)
     parts = [f"## Task\n{ctx.task.strip()}",
              f"## A program that crashes: {ctx.target}\n```python\n{program.rstrip()}\n```",
              f"## How it failed\nAt stage {stage}: {what}{where}\nThe whole error:\n{error.strip()}",
+             *([f"## From the installed library's documentation, for the call on that line\n{reference.strip()}"] if reference else []),
              "## Your answer\n" + request]
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 

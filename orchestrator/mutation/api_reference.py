@@ -1,0 +1,191 @@
+"""Reference text for the library functions an idea names: the signature and the docstring's
+summary, parameters and return value, read from the installed library.
+
+Why: a small model told to "use scipy.optimize.linprog" writes calls in the wrong shape (a Python
+function where the API takes a coefficient array, constraints as one function where it takes a
+list of dicts), and those programs crash. The library's own documentation, in the prompt next to
+the idea, is what a programmer would read first. It is taken from the installed package, so it
+holds no answer to the task (nothing here is written by dgm or the evaluator).
+
+Ideas come from the evaluator and the campaign file (trusted), never from the model; a name is
+imported only when its top-level package is already installed, and any failure gives no reference.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib
+import importlib.util
+import inspect
+import re
+
+#: a dotted name of at least three parts (package.module.function): "scipy.optimize.minimize"
+NAME_RE = re.compile(r"\b([A-Za-z_]\w*(?:\.[A-Za-z_]\w*){2,})\b")
+#: numpydoc section headers: a title line, then a dashed underline
+SECTION_RE = re.compile(r"\n([A-Z][\w ]*)\n-{3,}\n")
+
+
+def references(idea: str, *, per_name: int = 3200, most: int = 2) -> str:
+    """The reference text of up to ``most`` callables named in ``idea`` (empty when none resolve).
+    Parameters the idea's words name (``constraints``, ``bounds``) are described, as are the
+    required ones; the others are listed by name and type only, so the text stays short."""
+    out: list[str] = []
+    words = frozenset(re.findall(r"[A-Za-z_]\w*", idea or ""))
+    for name in dict.fromkeys(NAME_RE.findall(idea or "")):
+        text = reference(name, words, per_name)
+        if text:
+            out.append(text)
+        if len(out) == most:
+            break
+    return "\n\n".join(out)
+
+
+@functools.lru_cache(maxsize=64)
+def reference(name: str, words: frozenset[str] = frozenset(), limit: int = 3200) -> str:
+    """``name``'s signature, summary, parameters and first return entry, within ``limit``
+    characters; empty when it is not an importable callable with a docstring. A parameter is
+    described when it has no default or is one of ``words``; the others get one line."""
+    obj = _resolve(name)
+    if obj is None or not callable(obj):
+        return ""
+    doc = inspect.getdoc(obj) or ""
+    if not doc:
+        return ""
+    try:
+        sig = inspect.signature(obj)
+        params, signature = sig.parameters, str(sig)
+    except (TypeError, ValueError):
+        params, signature = {}, "(...)"
+    required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
+    sections = _sections(_plain(doc))
+    # a compiled function's docstring opens with its signature: the summary is the next paragraph
+    summary = [p for p in sections[""].split("\n\n") if not p.startswith(name.rsplit(".", 1)[-1] + "(")]
+    lines = [f"`{name}{signature}`", " ".join((summary or [""])[0].split())]
+    if "parameters" in sections:
+        lines += ["Parameters:", *_entries(sections["parameters"], {**dict.fromkeys(required, 400), **dict.fromkeys(words, 900)})]
+    if "returns" in sections:
+        lines += ["Returns:", *_entries(sections["returns"], None)[:1]]
+    text = "\n".join(lines)
+    return text if len(text) <= limit else text[: limit - 2].rsplit("\n", 1)[0] + "\n…"
+
+
+def _resolve(name: str):
+    parts = name.split(".")
+    try:
+        if importlib.util.find_spec(parts[0]) is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    # the longest importable module prefix, then attributes (scipy.optimize + minimize)
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except Exception:  # noqa: BLE001 - any import failure means no reference, not a broken prompt
+            continue
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _sections(doc: str) -> dict[str, str]:
+    parts = SECTION_RE.split("\n" + doc)
+    out = {"": parts[0].strip()}
+    for title, body in zip(parts[1::2], parts[2::2]):
+        out[title.strip().lower()] = body
+    return out
+
+
+def _plain(doc: str) -> str:
+    """Sphinx roles as their text (``:ref:`'highs' <optimize.linprog-highs>``` -> ``'highs'``),
+    and a link's bare "(see here)" left out."""
+    doc = re.sub(r"\s*:\w+:`\(see here\)\s*<[^>]*>`", "", doc)
+    return re.sub(r":\w+:`([^`<]*?)\s*(?:<[^>]*>)?`", r"\1", doc)
+
+
+def _entries(body: str, described: dict[str, int] | None, per: int = 300) -> list[str]:
+    """One line per numpydoc entry (``name : type`` then an indented description): the name and
+    type, then, for a name in ``described`` (name -> characters; None: every name, ``per`` each),
+    the description's prose (literal blocks after ``::`` left out), clipped."""
+    lines = []
+    for item in re.split(r"\n(?=\S)", body.strip()):
+        head, _, rest = item.partition("\n")
+        if described is not None:
+            per = described.get(head.split(":")[0].strip(), 0)
+            if not per:
+                lines.append(f"- {head.strip()}")
+                continue
+        prose, skip = [], False
+        for para in inspect.cleandoc(rest).split("\n\n"):
+            if skip and para.startswith((" ", "\t")):
+                continue  # the indented literal block of a "::" paragraph
+            skip = para.rstrip().endswith("::")
+            prose.append(" ".join(para.replace("::", ":").split()))
+        text = " ".join(p for p in prose if p)
+        if len(text) > per:
+            text = text[:per].rsplit(" ", 1)[0] + " …"
+        lines.append(f"- {head.strip()}: {text}" if text else f"- {head.strip()}")
+    return lines
+
+
+def call_references(program: str, line: int, *, per_name: int = 3200, most: int = 1) -> str:
+    """The reference text of the library functions called by the statement on ``line`` of
+    ``program`` (where a crash was raised): a call that misuses an API, such as a Python
+    function passed where ``linprog`` takes a coefficient array, gets that API's documentation in
+    the fix request. Names are resolved through the program's imports (``np.concatenate`` ->
+    ``numpy.concatenate``); the keywords the call passes are described, as are required ones."""
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError):
+        return ""
+    imported = _imports(tree)
+    stmts = [s for s in ast.walk(tree) if isinstance(s, ast.stmt) and not isinstance(s, COMPOUND)
+             and s.lineno <= line <= (s.end_lineno or s.lineno)]
+    if not stmts:
+        return ""
+    out: list[str] = []
+    for call in (c for c in ast.walk(stmts[-1]) if isinstance(c, ast.Call)):
+        dotted = _dotted(call.func)
+        if not dotted or dotted.split(".")[0] not in imported:
+            continue  # a builtin, a local function or a method of a value: not a library's API
+        name = imported[dotted.split(".")[0]] + dotted[len(dotted.split(".")[0]):]
+        words = frozenset(k.arg for k in call.keywords if k.arg)
+        text = reference(name, words, per_name)
+        if text and text not in out:
+            out.append(text)
+        if len(out) == most:
+            break
+    return "\n\n".join(out)
+
+
+#: statements that hold other statements: the crash's own statement is the innermost simple one
+COMPOUND = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.If, ast.For, ast.AsyncFor, ast.While,
+            ast.With, ast.AsyncWith, ast.Try, ast.Match) + ((ast.TryStar,) if hasattr(ast, "TryStar") else ())
+
+
+def _imports(tree: ast.Module) -> dict[str, str]:
+    """Local name -> the dotted name it stands for, from the program's import statements."""
+    names: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                names[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for a in node.names:
+                names[a.asname or a.name] = f"{node.module}.{a.name}"
+    return names
+
+
+def _dotted(func: ast.expr) -> str:
+    """``a.b.c`` for a call of a plain dotted name, else empty (a call of a call, a subscript)."""
+    parts = []
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if not isinstance(func, ast.Name):
+        return ""
+    return ".".join([func.id, *reversed(parts)])
