@@ -22,11 +22,13 @@ import re
 
 #: a dotted name of at least three parts (package.module.function): "scipy.optimize.minimize"
 NAME_RE = re.compile(r"\b([A-Za-z_]\w*(?:\.[A-Za-z_]\w*){2,})\b")
+#: the most characters of one function's reference text (scipy's minimize, described: 2,635)
+LIMIT = 3200
 #: numpydoc section headers: a title line, then a dashed underline
 SECTION_RE = re.compile(r"\n([A-Z][\w ]*)\n-{3,}\n")
 
 
-def references(idea: str, *, per_name: int = 3200, most: int = 2) -> str:
+def references(idea: str, *, per_name: int = LIMIT, most: int = 2) -> str:
     """The reference text of up to ``most`` callables named in ``idea`` (empty when none resolve).
     Parameters the idea's words name (``constraints``, ``bounds``) are described, as are the
     required ones; the others are listed by name and type only, so the text stays short."""
@@ -42,7 +44,7 @@ def references(idea: str, *, per_name: int = 3200, most: int = 2) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def reference(name: str, words: frozenset[str] = frozenset(), limit: int = 3200) -> str:
+def reference(name: str, words: frozenset[str] = frozenset(), limit: int = LIMIT) -> str:
     """``name``'s signature, summary, parameters and first return entry, within ``limit``
     characters; empty when it is not an importable callable with a docstring. A parameter is
     described when it has no default or is one of ``words``; the others get one line."""
@@ -132,7 +134,7 @@ def _entries(body: str, described: dict[str, int] | None, per: int = 300) -> lis
     return lines
 
 
-def call_references(program: str, line: int, *, per_name: int = 3200, most: int = 1) -> str:
+def call_references(program: str, line: int, *, per_name: int = LIMIT, most: int = 1) -> str:
     """The reference text of the library functions called by the statement on ``line`` of
     ``program`` (where a crash was raised): a call that misuses an API, such as a Python
     function passed where ``linprog`` takes a coefficient array, gets that API's documentation in
@@ -143,16 +145,17 @@ def call_references(program: str, line: int, *, per_name: int = 3200, most: int 
     except (SyntaxError, ValueError):
         return ""
     imported = _imports(tree)
+    # the simple statement that spans the line (simple statements do not nest)
     stmts = [s for s in ast.walk(tree) if isinstance(s, ast.stmt) and not isinstance(s, COMPOUND)
              and s.lineno <= line <= (s.end_lineno or s.lineno)]
     if not stmts:
         return ""
     out: list[str] = []
-    for call in (c for c in ast.walk(stmts[-1]) if isinstance(c, ast.Call)):
-        dotted = _dotted(call.func)
-        if not dotted or dotted.split(".")[0] not in imported:
+    for call in (c for c in ast.walk(stmts[0]) if isinstance(c, ast.Call)):
+        head, dot, rest = _dotted(call.func).partition(".")
+        if head not in imported:
             continue  # a builtin, a local function or a method of a value: not a library's API
-        name = imported[dotted.split(".")[0]] + dotted[len(dotted.split(".")[0]):]
+        name = imported[head] + dot + rest
         words = frozenset(k.arg for k in call.keywords if k.arg)
         text = reference(name, words, per_name)
         if text and text not in out:
@@ -162,7 +165,7 @@ def call_references(program: str, line: int, *, per_name: int = 3200, most: int 
     return "\n\n".join(out)
 
 
-#: statements that hold other statements: the crash's own statement is the innermost simple one
+#: statements that hold other statements (the crash's own statement is a simple one)
 COMPOUND = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.If, ast.For, ast.AsyncFor, ast.While,
             ast.With, ast.AsyncWith, ast.Try, ast.Match) + ((ast.TryStar,) if hasattr(ast, "TryStar") else ())
 

@@ -353,11 +353,8 @@ class TweakOperator(DiffOperator):
     instructions = TWEAK_INSTRUCTIONS
     rewrite_below_lines = 0  # a tweak is never a rewrite
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> "TweakOperator":
-        op = cls()
-        op.repairs, op.run_repairs, op.library_docs = cfg.mutation.repairs, cfg.mutation.run_repairs, cfg.mutation.library_docs
-        return op
+    # FMOperator's settings, not DiffOperator's: [mutation] rewrite_below_lines never applies to a tweak
+    from_config = classmethod(FMOperator.from_config.__func__)  # type: ignore[attr-defined]
 
 
 class RewriteOperator(FMOperator):

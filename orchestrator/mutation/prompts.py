@@ -172,9 +172,8 @@ def crash_site(error: str, target: str, program: str) -> tuple[str, int, str] | 
     frame's name around the frame's line: a library file of the same name (torch's
     ``optim/optimizer.py``, say) in the same traceback is not mistaken for the edited one."""
     spans = _function_spans(program)
-    suffix = "/" + target.replace("\\", "/").lstrip("/")
     frames = [m for m in _FRAME_RE.finditer(error)
-              if ("/" + m["path"].replace("\\", "/").lstrip("/")).endswith(suffix)
+              if _in_file(m["path"], target)
               and any(a <= int(m["line"]) <= b for a, b in spans.get(m["name"], ()))]
     if not frames:
         return None
@@ -190,8 +189,13 @@ def raised_in_a_library(error: str, target: str) -> bool:
     frames = list(_FRAME_RE.finditer(error))
     if not frames:
         return False
-    suffix = "/" + target.replace("\\", "/").lstrip("/")
-    return not ("/" + frames[-1]["path"].replace("\\", "/").lstrip("/")).endswith(suffix)
+    return not _in_file(frames[-1]["path"], target)
+
+
+def _in_file(path: str, target: str) -> bool:
+    """Whether a traceback frame's ``path`` is the edited file ``target``: matched by its whole
+    relative path, so ``pkg/optimizer.py`` is not ``other/optimizer.py`` or torch's own."""
+    return ("/" + path.replace("\\", "/").lstrip("/")).endswith("/" + target.replace("\\", "/").lstrip("/"))
 
 
 def _function_spans(program: str) -> dict[str, list[tuple[int, int]]]:
