@@ -33,6 +33,7 @@ from evaluators.coding import CodingEvaluator, data  # noqa: E402
 from orchestrator.fm.config import FMConfig  # noqa: E402
 from orchestrator.fm.providers import open_fm  # noqa: E402
 from orchestrator.fm.proxy import Budget, FMProxy  # noqa: E402
+from bench.provenance import commit, git, utc_now  # noqa: E402
 from sandboxes.factory import make_sandbox  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "evaluators" / "coding" / "seed"))
@@ -95,14 +96,11 @@ def main() -> None:
         model = fm.model
     per = [r for r in rows if "task_id" in r]
     solved = sum(r["passed"] for r in per)
-    import subprocess
-
-    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
     summary = {
         "command": " ".join([".venv/bin/python", "bench/bench_coding.py", *sys.argv[1:]]),
-        "commit": git("rev-parse", "--short", "HEAD"),
+        "commit": commit(),
         "seed_uncommitted_changes": bool(git("status", "--porcelain", "--", "evaluators/coding/seed")),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "when": utc_now(),
         "model": model,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_before": load_before,
                     "loadavg_after": os.getloadavg()},

@@ -3,7 +3,7 @@ program, each the whole attempt a campaign runs (a repair turn, the run check, a
 its final program evaluated (sandboxed, `dgm eval`). A probe of one prompt shape, not a campaign:
 the seed is the parent every time, so the answers differ only by their sampling seed.
 
-    .venv/bin/python bench/bench_idea_probe.py --suite circle_packing --idea 5 --k 8 [--no-library-docs]
+    .venv/bin/python bench/bench_idea_probe.py --suite circle_packing --idea 5 --k 8 [--no-library-docs] [--keep DIR]
 
 Appends one entry per run to bench/results/idea_probe.json: the attempts (operator, calls, error,
 valid, score) and the counts (usable answers, valid programs, better than the seed, fixes that
@@ -33,6 +33,7 @@ from orchestrator.fm.providers import open_fm  # noqa: E402
 from orchestrator.mutation.api_reference import references  # noqa: E402
 from orchestrator.mutation.operators import FM_OPERATORS, Sampling  # noqa: E402
 from orchestrator.mutation.prompts import ProposalContext  # noqa: E402
+from bench.provenance import commit, utc_now  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "idea_probe.json"
 
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument("--operators", default="function,rewrite", help="taken in turn")
     ap.add_argument("--seed", type=int, default=2000, help="sampling seed of the first attempt")
     ap.add_argument("--no-library-docs", action="store_true")
+    ap.add_argument("--keep", type=Path, help="write each attempt's conversation and final program here (K.txt, K.py)")
     a = ap.parse_args()
 
     cls = registry.load_class(a.suite)
@@ -95,6 +97,11 @@ def main() -> None:
             p = op.propose(ctx, fm, Sampling(temperature=0.8, seed=a.seed + k, max_tokens=FMConfig().max_tokens))
             row = {"operator": op.name, "seed": a.seed + k, "wall_s": round(time.time() - t, 1), "error": p.error,
                    "counts": p.counts, "library_docs_in_fix": "for the call on that line" in p.prompt}
+            if a.keep:
+                a.keep.mkdir(parents=True, exist_ok=True)
+                (a.keep / f"{k}.txt").write_text(f"{p.prompt}\n\n=== last answer ===\n{p.response}\n")
+                if p.files:
+                    (a.keep / f"{k}.py").write_text(p.files[target])
             if p.files:
                 res = evaluate(a.suite, seed_dir, target, p.files[target])
                 row["valid"] = bool(res.get("valid"))
@@ -106,8 +113,8 @@ def main() -> None:
     valid = [r for r in attempts if r.get("valid")]
     entry = {
         "suite": a.suite, "idea": idea, "library_docs": docs, "operators": names, "k": a.k,
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "wall_s": round(time.time() - started, 1),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "loop": "whole attempt (repair turn, run check, fix conversation)",
+        "when": utc_now(), "wall_s": round(time.time() - started, 1), "commit": commit(),
         "seed_score": seed_score,
         "usable": sum(1 for r in attempts if not r["error"]),
         "valid": len(valid),
