@@ -44,3 +44,49 @@ def test_the_library_call_on_a_crash_line_is_resolved_through_the_programs_impor
     assert call_references(program, 8) == ""  # `res.x` calls nothing
     assert call_references("def f(x):\n    return len(x)\n", 2) == ""  # a builtin is no library API
     assert call_references("def f(:\n", 1) == ""  # a program that does not parse
+
+
+def google_style(input, target, reduction="mean", *, weight=None):
+    """Compute a loss.
+
+    Args:
+        input (Tensor): Predicted values.
+        target (Tensor): Ground truth
+            values, on a second line.
+        reduction (str, optional): Specifies the reduction to apply
+            to the output. Default: 'mean'.
+
+    Keyword args:
+        weight (Tensor, optional): Weights for each sample.
+
+    Returns:
+        Tensor: the loss.
+
+    Example::
+
+        >>> google_style(a, b)
+    """
+
+
+def test_google_style_args_are_read_like_numpydoc_parameters():
+    text = reference("tests.test_api_reference.google_style", frozenset({"reduction"}))
+    lines = text.splitlines()
+    assert lines[1] == "Compute a loss."
+    entries = {line.split(" :")[0]: line for line in lines if line.startswith("- ")}
+    assert entries["- input"] == "- input : Tensor: Predicted values."  # required: described
+    assert entries["- target"] == "- target : Tensor: Ground truth values, on a second line."
+    assert entries["- reduction"].endswith("to the output. Default: 'mean'.")  # named: described
+    assert entries["- weight"] == "- weight : Tensor, optional"  # keyword args join the parameters, listed
+    assert lines[lines.index("Returns:") + 1] == "- Tensor: the loss."
+    assert ">>>" not in text and "Example" not in text  # the section after Returns is not read into it
+
+
+def test_torch_docstrings_give_their_parameters():
+    import torch  # noqa: F401 - imported here so the other tests do not pay for it
+
+    text = reference("torch.nn.functional.mse_loss", frozenset({"reduction"}))
+    entries = {line.split(" :")[0]: line for line in text.splitlines() if line.startswith("- ")}
+    assert "Predicted values" in entries["- input"] and "'sum'" in entries["- reduction"]
+    # a compiled function: the signature comes from the docstring's first line, so `input` is required
+    clamp = reference("torch.clamp")
+    assert clamp.startswith("`torch.clamp(input, min=None, max=None") and "- input : Tensor: the input tensor." in clamp

@@ -1,5 +1,6 @@
 """Reference text for the library functions an idea names: the signature and the docstring's
-summary, parameters and return value, read from the installed library.
+summary, parameters and return value, read from the installed library (numpydoc sections, as scipy
+and numpy write them, or Google-style ``Args:``, as torch does).
 
 Why: a small model told to "use scipy.optimize.linprog" writes calls in the wrong shape (a Python
 function where the API takes a coefficient array, constraints as one function where it takes a
@@ -19,6 +20,7 @@ import importlib
 import importlib.util
 import inspect
 import re
+import textwrap
 
 #: a dotted name of at least three parts (package.module.function): "scipy.optimize.minimize"
 NAME_RE = re.compile(r"\b([A-Za-z_]\w*(?:\.[A-Za-z_]\w*){2,})\b")
@@ -26,6 +28,10 @@ NAME_RE = re.compile(r"\b([A-Za-z_]\w*(?:\.[A-Za-z_]\w*){2,})\b")
 LIMIT = 3200
 #: numpydoc section headers: a title line, then a dashed underline
 SECTION_RE = re.compile(r"\n([A-Z][\w ]*)\n-{3,}\n")
+#: Google-style section headers (torch's docstrings): a title and a colon, the entries indented below
+GOOGLE_RE = re.compile(r"^(Args|Arguments|Parameters|Keyword [Aa]rg(?:ument)?s|Returns?):[ \t]*$", re.M)
+#: a Google-style entry's first line: ``name (type): description`` (the type optional)
+GOOGLE_ENTRY_RE = re.compile(r"^(\*{0,2}\w+)\s*(?:\(([^)]*)\))?\s*:\s*(.*)$")
 
 
 def references(idea: str, *, per_name: int = LIMIT, most: int = 2) -> str:
@@ -54,15 +60,16 @@ def reference(name: str, words: frozenset[str] = frozenset(), limit: int = LIMIT
     doc = inspect.getdoc(obj) or ""
     if not doc:
         return ""
+    short = name.rsplit(".", 1)[-1]
     try:
         sig = inspect.signature(obj)
-        params, signature = sig.parameters, str(sig)
+        signature = str(sig)
+        required = {n for n, p in sig.parameters.items() if p.default is inspect.Parameter.empty}
     except (TypeError, ValueError):
-        params, signature = {}, "(...)"
-    required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
+        signature, required = _signature_line(doc, short)
     sections = _sections(_plain(doc))
     # a compiled function's docstring opens with its signature: the summary is the next paragraph
-    summary = [p for p in sections[""].split("\n\n") if not p.startswith(name.rsplit(".", 1)[-1] + "(")]
+    summary = [p for p in sections[""].split("\n\n") if not p.startswith(short + "(")]
     lines = [f"`{name}{signature}`", " ".join((summary or [""])[0].split())]
     if "parameters" in sections:
         lines += ["Parameters:", *_entries(sections["parameters"], {**dict.fromkeys(required, 400), **dict.fromkeys(words, 900)})]
@@ -70,6 +77,19 @@ def reference(name: str, words: frozenset[str] = frozenset(), limit: int = LIMIT
         lines += ["Returns:", *_entries(sections["returns"], None)[:1]]
     text = "\n".join(lines)
     return text if len(text) <= limit else text[: limit - 2].rsplit("\n", 1)[0] + "\n…"
+
+
+def _signature_line(doc: str, short: str) -> tuple[str, set[str]]:
+    """A compiled function (``torch.clamp``) has no introspectable signature; its docstring's first
+    line often is one (``clamp(input, min=None, max=None, *, out=None) -> Tensor``). Returns that
+    signature and its parameters without a default, or ``("(...)", set())``."""
+    first = doc.split("\n", 1)[0]
+    if not first.startswith(short + "("):
+        return "(...)", set()
+    signature = first[len(short):]
+    inside = signature[1: signature.rfind(")")] if ")" in signature else ""
+    names = [p.strip() for p in inside.split(",")]
+    return signature, {p for p in names if p.isidentifier() and "=" not in p}
 
 
 def _resolve(name: str):
@@ -95,11 +115,44 @@ def _resolve(name: str):
 
 
 def _sections(doc: str) -> dict[str, str]:
+    """The docstring's summary ("") and its sections by lower-case title, numpydoc's as they are;
+    a docstring without numpydoc parameters has its Google-style ones read instead."""
     parts = SECTION_RE.split("\n" + doc)
     out = {"": parts[0].strip()}
     for title, body in zip(parts[1::2], parts[2::2]):
         out[title.strip().lower()] = body
+    if "parameters" not in out:
+        google = _google_sections(doc)
+        out.update(google)
+        if google:
+            out[""] = GOOGLE_RE.split(doc)[0].strip()
     return out
+
+
+def _google_sections(doc: str) -> dict[str, str]:
+    """Google-style ``Args:`` (with ``Keyword args:``) and ``Returns:``, rewritten as numpydoc
+    entries (``name : type`` then the indented description) so that one reader serves both."""
+    out: dict[str, list[str]] = {}
+    for m in GOOGLE_RE.finditer(doc):
+        block = []
+        for line in doc[m.end():].split("\n")[1:]:
+            if line.strip() and not line[0].isspace():
+                break  # the section ends at the first line that is not indented
+            block.append(line)
+        returns = m.group(1).lower().startswith("return")
+        entries = out.setdefault("returns" if returns else "parameters", [])
+        for item in re.split(r"\n(?=\S)", textwrap.dedent("\n".join(block)).strip()):
+            head, _, rest = item.partition("\n")
+            if returns:  # "Tensor: the loss" reads as numpydoc's "Tensor" and its description
+                kind, colon, text = head.partition(":")
+                name, kind, text = (kind.strip(), None, text) if colon else (head.strip(), None, "")
+            elif entry := GOOGLE_ENTRY_RE.match(head.strip()):
+                name, kind, text = entry.groups()
+            else:
+                continue
+            heading = f"{name} : {kind}" if kind else name
+            entries.append(heading + "\n    " + text.strip() + ("\n" + rest if rest else ""))
+    return {title: "\n".join(items) for title, items in out.items() if items}
 
 
 def _plain(doc: str) -> str:
