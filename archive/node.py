@@ -58,6 +58,7 @@ class Node(BaseModel):
     fm_model: str = ""
     prompt: str = ""
     response: str = ""
+    idea: str = ""  # the idea the model's prompt carried ("" when it showed none): its yield is counted
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0

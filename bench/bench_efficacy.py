@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from orchestrator.cli.remeasure_cmd import remeasure_in_run  # noqa: E402
 from orchestrator.config import CampaignConfig, load_config, parse_config  # noqa: E402
 from orchestrator.fm.providers import open_fm  # noqa: E402
 from orchestrator.report import build_report, paired_difference  # noqa: E402
+from bench.provenance import commit as commit_of_head, utc_now  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "efficacy.json"
 #: each learning suite's held-out headline (higher is better), the criterion's "held-out split"
@@ -104,11 +104,12 @@ def measure_seed_and_best(run_dir: Path, draws: int) -> dict[str, int]:
 
 
 def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep: Path | None,
-            draws: int = 3) -> dict:
+            draws: int = 3, idea_choice: str | None = None) -> dict:
     root = keep or Path(tempfile.mkdtemp(prefix=f"dgm-eff-{suite}-"))
     # the seed and the mix go into the kept campaign file, so `dgm run` / `dgm remeasure` on it agree
-    cfg = load_config(write_campaign(root / "camp", suite, random_seed=seed, operators=json.loads(operators) if operators else None))
-    commit = _commit()  # the code the campaign runs (read at its start)
+    cfg = load_config(write_campaign(root / "camp", suite, random_seed=seed, operators=json.loads(operators) if operators else None,
+                                     idea_choice=idea_choice))
+    commit = commit_of_head()  # the code the campaign runs (read at its start)
     t0 = time.monotonic()
     with open_fm(cfg.fm, log=lambda m: print(f"dgm: {m}", flush=True)) as fm:
         Campaign(cfg, root / "camp" / "run", fm, on_update=_progress).run(iterations)
@@ -118,8 +119,8 @@ def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep:
     report = report_of(root / "camp" / "run", cfg.admission.confidence, suite)
     return {
         "suite": suite, "random_seed": seed, "iterations": iterations, "mix": cfg.mutation.operators, "commit": commit,
-        "stages": cfg.evaluator.stages, "wall_s": round(wall, 1), "run_dir": str(root / "camp" / "run") if keep else None,
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "idea_choice": cfg.mutation.idea_choice, "stages": cfg.evaluator.stages, "wall_s": round(wall, 1), "run_dir": str(root / "camp" / "run") if keep else None,
+        "when": utc_now(),
         "remeasured": {"draws": draws, "added": added, "wall_s": round(time.monotonic() - t1, 1)}, **report,
     }
 
@@ -135,17 +136,11 @@ def entry_of_run(run_dir: Path, commit: str | None) -> dict:
     report = report_of(run_dir, cfg.get("admission", {}).get("confidence", 2.0), suite)
     return {
         "suite": suite, "random_seed": cfg["campaign"]["random_seed"], "iterations": report["iterations"],
-        "mix": cfg["mutation"]["operators"], "commit": commit or _commit(), "stages": cfg["evaluator"]["stages"],
+        "mix": cfg["mutation"]["operators"], "idea_choice": cfg["mutation"].get("idea_choice", "uniform"),
+        "commit": commit or commit_of_head(), "stages": cfg["evaluator"]["stages"],
         "wall_s": round(wall, 1), "run_dir": str(run_dir), "recorded_from_run": True,
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **report,
+        "when": utc_now(), **report,
     }
-
-
-def _commit() -> str:
-    git = ["git", "-C", str(ROOT)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
-    return head + ("+uncommitted" if dirty else "")
 
 
 def report_of(run_dir: Path, confidence: float, suite: str) -> dict:
@@ -163,7 +158,7 @@ def rescore(entries: list[dict]) -> int:
         if run and (Path(run) / "archive.db").exists():
             with Archive.open(run, readonly=True) as archive:
                 confidence = json.loads(archive.get_meta("config") or "{}").get("admission", {}).get("confidence", 2.0)
-            e.update(report_of(Path(run), confidence, e["suite"]), rescored=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            e.update(report_of(Path(run), confidence, e["suite"]), rescored=utc_now())
             done += 1
     return done
 
@@ -197,7 +192,9 @@ def model_valid_share(e: dict) -> float | None:
 def summary(entries: list[dict]) -> dict:
     groups: dict[str, list[dict]] = {}
     for e in latest_per_run(entries):
-        groups.setdefault(f"{e['suite']} {json.dumps(e.get('mix'), sort_keys=True)}", []).append(e)
+        choice = e.get("idea_choice", "uniform")  # entries before the option drew ideas uniformly
+        key = f"{e['suite']} {json.dumps(e.get('mix'), sort_keys=True)}" + ("" if choice == "uniform" else f" ideas by {choice}")
+        groups.setdefault(key, []).append(e)
     out = {}
     for key, es in groups.items():
         shares = [e["valid_share"] for e in es if e["valid_share"] is not None]
@@ -233,6 +230,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--operators", help='JSON weights, e.g. \'{"diff": 0.5, "fit": 0.5}\' (default: dgm init\'s)')
     ap.add_argument("--keep", type=Path, help="keep the campaign under this directory")
+    ap.add_argument("--idea-choice", choices=["uniform", "yield"], help="[mutation] idea_choice (default: dgm init's)")
     ap.add_argument("--summary", action="store_true")
     ap.add_argument("--rescore", action="store_true", help="rebuild the reports of kept runs")
     ap.add_argument("--from-run", type=Path, help="append the result of this kept run directory (a campaign stopped early)")
@@ -258,7 +256,7 @@ def main() -> None:
         added = measure_seed_and_best(run, args.draws)
         mine[-1].update(report_of(run, config_of_run(run).admission.confidence, mine[-1]["suite"]), remeasured={
             "draws": args.draws, "added": added, "wall_s": round(time.monotonic() - t1, 1),
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit()})
+            "when": utc_now(), "commit": commit_of_head()})
         RESULTS.write_text(json.dumps(entries, indent=1, default=str) + "\n")
         print(json.dumps({"run": str(run), "added": added, "held_out_gain": held_out_gain(mine[-1])}, default=str))
         return
@@ -267,7 +265,7 @@ def main() -> None:
         if args.note:
             entry["wall_note"] = args.note
     else:
-        entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep, args.draws)
+        entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep, args.draws, args.idea_choice)
     entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []  # as it is now, after the campaign
     entries.append(entry)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -433,8 +433,11 @@ class Campaign:
             self._emit(f"node {node.id}: FM call failed ({kind})")
             return None
         c = proposal.completion
+        idea = pending.ctx.idea.strip()
         common = dict(
             operator=op, fm_model=(getattr(c, "model", "") or self.cfg.fm.model) if c is not None else "", prompt=proposal.prompt,
+            # only an idea the model was shown is credited (fit and the improvers draw one and show none)
+            idea=idea if idea and idea in proposal.prompt else "",
             response=proposal.response, prompt_tokens=getattr(c, "prompt_tokens", 0),
             completion_tokens=getattr(c, "completion_tokens", 0), cost_usd=getattr(c, "cost_usd", 0.0),
         )

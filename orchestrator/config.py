@@ -80,6 +80,9 @@ class MutationSection(_Section):
     # one idea per prompt, drawn from the evaluator's ideas plus these, with this probability
     ideas: list[str] = Field(default_factory=list)
     idea_share: float = Field(0.5, ge=0, le=1)
+    # which idea a prompt carries: "uniform" (each alike), or "yield" (Thompson sampling on the share
+    # of each idea's children that beat their parent, so ideas that pay are shown more often)
+    idea_choice: Literal["uniform", "yield"] = "uniform"
     # the installed library's documentation (signature, parameters) of a function an idea names
     # (scipy.optimize.linprog), in that prompt, and of the library call a crash was raised in, in
     # the fix request

@@ -88,9 +88,19 @@ class ContextBuilder:
         return out
 
     def _idea(self, rng: random.Random) -> str:
-        if self.ideas and rng.random() < self.mutation.idea_share:
+        if not self.ideas or rng.random() >= self.mutation.idea_share:
+            return ""
+        if self.mutation.idea_choice == "uniform":
             return rng.choice(self.ideas)
-        return ""
+        return max(self.ideas, key=lambda idea: self._idea_draw(idea, rng))
+
+    def _idea_draw(self, idea: str, rng: random.Random) -> float:
+        """Thompson sampling: a draw from the Beta posterior of the share of this idea's children that
+        beat their parent (a uniform prior, so an idea not yet tried is drawn as often as a paying
+        one, and one whose children keep failing fades but is never dropped)."""
+        y = self.ledger.ideas.get(idea.strip())
+        wins, tries = (y.better_than_parent, y.attempts) if y else (0, 0)
+        return rng.betavariate(1 + wins, 1 + tries - wins)
 
 
 def public_record(node: Node, task: str, failures: list[str]) -> dict:

@@ -65,6 +65,7 @@ class _Share:
     score: float | None
     operator: str | None
     yield_: OperatorYield = field(default_factory=OperatorYield)
+    idea: str = ""  # the idea its prompt carried: its yield counts for that idea too
 
 
 def _clade_mass(node: Node) -> tuple[float, float]:
@@ -142,6 +143,7 @@ class Ledger:
         self.usage = UsageTotals()
         self.children: dict[int, int] = {}  # parent id → admitted children
         self.operators: dict[str, OperatorYield] = {}
+        self.ideas: dict[str, OperatorYield] = {}  # what children whose prompt carried each idea became
         self._ranked: list[tuple[float, int]] = []  # (-score, id) of admitted scored nodes, sorted
         self.index = ParentIndex()  # the same nodes as arrays, for selection
         self._failures: dict[int, list[int]] = {}  # parent id → ids of children with a failed answer
@@ -202,6 +204,7 @@ class Ledger:
             score=node.score,
             operator=node.operator if child else None,
             yield_=y,
+            idea=node.idea if child else "",
         )
 
     def _apply(self, node_id: int, s: _Share, sign: int) -> None:
@@ -215,6 +218,8 @@ class Ledger:
             self.index.add_child(s.admitted_child_of, sign)
         if s.operator is not None:
             self.operators.setdefault(s.operator, OperatorYield()).add(s.yield_, sign)
+        if s.idea:
+            self.ideas.setdefault(s.idea, OperatorYield()).add(s.yield_, sign)
         self._noise[0] += sign * s.noise[0]
         self._noise[1] += sign * s.noise[1]
         if self.track_clades and s.clade != (0.0, 0.0):  # walks the ancestry: O(depth) per evaluated node

@@ -1,11 +1,12 @@
 """``dgm report``: what a campaign found, in numbers a paper can quote. Seed and best (by the run's
 lower confidence bound) on public and held-out (private) metrics with their spread over repeated
-evaluations, each operator's yield, and how many FM calls it took to the first improvement."""
+evaluations, each operator's and each idea's yield, and how many FM calls it took to the first improvement."""
 
 from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 from typing import Any, Sequence
 
 from archive import Node, NodeStatus
@@ -123,6 +124,9 @@ def build_report(nodes: Sequence[Node], *, confidence: float = 0.0, campaign: st
         "valid_share": valid / len(children) if children else None,
         "ranked_children": ranked,  # valid and through every gate: scored on the last stage
         "operators": summary["operators"],
+        # what the prompts that carried each idea became (FM attempts only; "" prompts carried none)
+        "ideas": {idea: vars(y).copy() for idea, y in sorted(ledger.ideas.items(), key=lambda kv: -kv[1].attempts)
+                  if y.attempts},
         "fm_calls": summary["fm_calls"],
         "tokens": summary["tokens"],
         "fm_calls_to_first_improvement": fm_calls_to_first_improvement(nodes),
@@ -162,6 +166,11 @@ def render(report: dict[str, Any]) -> str:
     for name, y in sorted(report["operators"].items()):
         out.append(f"  {name}: {y['attempts']} attempts, {y['valid']} valid, {y['better_than_parent']} better than "
                    f"their parent, {y['better_than_seed']} better than the seed")
+    if report.get("ideas"):
+        out.append("ideas (the prompts that carried each):")
+        for idea, y in report["ideas"].items():
+            out.append(f"  {y['attempts']} attempts, {y['valid']} valid, {y['better_than_parent']} better than their "
+                       f"parent, {y['better_than_seed']} better than the seed: {textwrap.shorten(idea, 70, placeholder=' …')}")
     if report.get("fit"):
         f = report["fit"]
         out.append(f"fit: {f['fits']} fits, {f['wall_s']:.1f} s, of which {f['overhead_share']:.1%} outside evaluations")

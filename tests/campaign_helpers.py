@@ -56,9 +56,10 @@ def distinct_grids(why: str = "Use a 5x5 grid.", delay: float = 0.0, **usage):
 
 def config_text(base_url: str, *, iterations: int, operators: str = "{ rewrite = 1.0 }", extra: str = "",
                 timeout_s: float = 10, eval_timeout_s: float = 3, workers: int = 2, max_retries: int = 0,
-                repairs: int = 0, run_repairs: int = 0) -> str:
+                repairs: int = 0, run_repairs: int = 0, mutation: str = "") -> str:
     """A campaign on circle packing and a scripted model. ``repairs`` and ``run_repairs`` are 0
-    unless a test asks: a scripted answer then makes exactly one node."""
+    unless a test asks: a scripted answer then makes exactly one node. ``mutation``: more lines of
+    the [mutation] table."""
     return f"""
 [campaign]
 name = "test"
@@ -83,6 +84,7 @@ prices = {{ prompt_per_mtok = 1.0, completion_per_mtok = 2.0 }}
 operators = {operators}
 repairs = {repairs}
 run_repairs = {run_repairs}
+{mutation}
 
 [evaluation]
 workers = {workers}

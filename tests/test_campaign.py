@@ -250,6 +250,29 @@ def test_a_program_that_crashes_goes_to_a_new_conversation_with_its_error_and_th
     assert "1 crashed and went back to the model, 1 of those became valid children" in render_report(report)
 
 
+def test_each_child_records_the_idea_its_prompt_carried_and_the_report_counts_its_yield(tmp_path):
+    idea = "Place the circles on a grid of rows."
+    with ScriptedFMServer([], default=Reply(rewrite(GRID))) as srv:
+        run_campaign(tmp_path, srv, iterations=2, workers=1,
+                     mutation=f'ideas = ["{idea}"]\nidea_share = 1.0')
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        nodes = archive.nodes()
+    children = [n for n in nodes if n.parent_id is not None]
+    ideas = {*CirclePackingEvaluator.ideas, idea}
+    assert len(children) == 2 and all(n.idea in ideas and n.idea in n.prompt for n in children)
+    report = build_report(nodes)
+    assert sum(y["attempts"] for y in report["ideas"].values()) == 2
+    assert sum(y["valid"] for y in report["ideas"].values()) == sum(n.status == NodeStatus.ADMITTED for n in children)
+    assert "ideas (the prompts that carried each):" in render_report(report)
+
+
+def test_a_prompt_without_an_idea_credits_none(tmp_path):
+    child = one_answer_child(tmp_path, rewrite(GRID), mutation="idea_share = 0.0")
+    assert child.idea == "" and "An idea you may try" not in child.prompt
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        assert build_report(archive.nodes())["ideas"] == {}
+
+
 def test_a_program_that_runs_is_checked_once_and_is_the_child(tmp_path):
     child = one_answer_child(tmp_path, rewrite(GRID), run_repairs=1)
     assert child.status == NodeStatus.ADMITTED and child.timings["checks"] == 1 and "run_repairs" not in child.timings

@@ -149,10 +149,13 @@ def test_a_campaign_file_written_for_a_script_keeps_its_random_seed_and_operator
     from orchestrator.cli.init_cmd import write_campaign
     from orchestrator.config import load_config
 
-    cfg = load_config(write_campaign(tmp_path / "c", "optimizer", random_seed=2, operators={"diff": 0.5, "fit": 0.5}))
+    cfg = load_config(write_campaign(tmp_path / "c", "optimizer", random_seed=2, operators={"diff": 0.5, "fit": 0.5},
+                                     idea_choice="yield"))
     assert cfg.campaign.random_seed == 2 and cfg.mutation.operators == {"diff": 0.5, "fit": 0.5}
+    assert cfg.mutation.idea_choice == "yield"
     default = load_config(write_campaign(tmp_path / "d", "optimizer"))
     assert default.campaign.random_seed == 0 and default.mutation.operators["fit"] == 0.25
+    assert default.mutation.idea_choice == "uniform" and '# idea_choice = "uniform"' in (tmp_path / "d" / "campaign.toml").read_text()
 
 
 @pytest.mark.parametrize("template", ["circle_packing", "continual", "fewshot", "rl_objective", "optimizer"])

@@ -54,3 +54,23 @@ def test_an_idea_that_names_a_library_function_brings_its_documentation():
     assert off.idea == idea and off.reference == ""
     plain = builder(ideas=["Rotate the inner ring."], idea_share=1.0).build(b.ledger.nodes[3], random.Random(0))
     assert plain.reference == "" and "documentation" not in build_messages(plain, "go")[1]["content"]
+
+
+def test_ideas_are_chosen_by_their_childrens_yield_when_asked():
+    pays, fails, untried = "Grow each circle.", "Rotate the ring.", "Use a grid."
+    children = [node(10 + i, 0, 0.9, idea=pays, operator="diff", fm_model="m") for i in range(4)]  # all beat 0.5
+    children += [node(20 + i, 0, 0.1, idea=fails, operator="diff", fm_model="m") for i in range(8)]  # none do
+    ideas = [pays, fails, untried]
+
+    def shares(choice: str) -> dict[str, float]:
+        b = builder(ideas=ideas, idea_share=1.0, idea_choice=choice)
+        for n in children:
+            b.ledger.record(n)
+        assert b.ledger.ideas[pays].better_than_parent == 4 and b.ledger.ideas[fails].attempts == 8
+        rng = random.Random(1)
+        drawn = [b._idea(rng) for _ in range(600)]
+        return {idea: drawn.count(idea) / len(drawn) for idea in ideas}
+
+    by_yield, uniform = shares("yield"), shares("uniform")
+    assert by_yield[pays] > 0.6 and by_yield[fails] < 0.05 and by_yield[untried] > 0.1  # untried still explored
+    assert all(0.25 < uniform[idea] < 0.42 for idea in ideas)

@@ -9,11 +9,11 @@ from archive import Node, NodeStatus
 from orchestrator.ledger import Ledger
 
 
-def make(i, parent, status, score=None, op="diff", fm=True, error="", response=""):
+def make(i, parent, status, score=None, op="diff", fm=True, error="", response="", idea=""):
     return Node(
         id=i, campaign="t", parent_id=parent, status=status, commit="c", operator=op if parent is not None else "seed",
         score=score, fm_model="m" if fm and parent is not None else "", prompt_tokens=10 * i, completion_tokens=i,
-        cost_usd=0.001 * i, error=error, response=response,
+        cost_usd=0.001 * i, error=error, response=response, idea=idea,
     )
 
 
@@ -21,7 +21,8 @@ def state(ledger: Ledger) -> dict:
     s = ledger.summary()
     s.pop("last_update")
     return {**s, "children": dict(ledger.children), "parents": [n.id for n in ledger.parents()],
-            "failed": {p: [n.id for n in ledger.failed_children(p)] for p in ledger.nodes}}
+            "failed": {p: [n.id for n in ledger.failed_children(p)] for p in ledger.nodes},
+            "ideas": {idea: vars(y) for idea, y in ledger.ideas.items() if y.attempts}}
 
 
 def test_incremental_totals_equal_a_ledger_built_from_the_final_nodes():
@@ -29,11 +30,12 @@ def test_incremental_totals_equal_a_ledger_built_from_the_final_nodes():
     ledger = Ledger([make(0, None, NodeStatus.ADMITTED, 0.5)])
     for i in range(1, 300):
         parent = rng.choice([n.id for n in ledger.parents()])
-        ledger.record(make(i, parent, NodeStatus.EVALUATING, op=rng.choice(["diff", "fit"])))
+        idea = rng.choice(["", "grow", "rotate"])
+        ledger.record(make(i, parent, NodeStatus.EVALUATING, op=rng.choice(["diff", "fit"]), idea=idea))
         status = rng.choice([NodeStatus.ADMITTED, NodeStatus.REJECTED, NodeStatus.INVALID, NodeStatus.FAILED])
         score = rng.random() if status in (NodeStatus.ADMITTED, NodeStatus.REJECTED) else None
         ledger.record(make(i, parent, status, score, op=ledger.nodes[i].operator, error="e" if score is None else "",
-                           response="r"))
+                           response="r", idea=idea))
     fresh = Ledger(ledger.nodes.values())
     assert state(ledger) == state(fresh)
     counts = ledger.summary()["counts"]
@@ -45,6 +47,9 @@ def test_incremental_totals_equal_a_ledger_built_from_the_final_nodes():
     ][:3]
     assert ledger.usage.tokens == sum(11 * i for i in range(300))
     assert ledger.usage.fm_calls == 299
+    ideas = state(ledger)["ideas"]
+    assert set(ideas) == {"grow", "rotate"} and sum(y["attempts"] for y in ideas.values()) == sum(
+        1 for n in ledger.nodes.values() if n.idea)
 
 
 def test_yield_counts_valid_children_against_parent_and_seed():

@@ -3,6 +3,7 @@ plugin package (``--template plugin``)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -42,7 +43,7 @@ operators = {{ {operators} }}
 # whole file; fit: no FM call, fits the program's float constants by CMA-ES (16 trial evaluations)
 # ideas = ["..."]        # directions to try, added to the evaluator's own; one per prompt
 # idea_share = 0.5       # share of prompts that carry an idea
-exemplars = 2
+{idea_choice}exemplars = 2
 
 [selection]
 method = "score_child_prop"   # score_prop | robust | best | uniform | module:function
@@ -74,10 +75,10 @@ FULL_STAGE_NOTE = {"coding": 'add "full" to score all 124 problems and the held-
 
 
 def write_campaign(dest: Path, evaluator: str, name: str | None = None, random_seed: int = 0,
-                   operators: dict[str, float] | None = None) -> Path:
+                   operators: dict[str, float] | None = None, idea_choice: str | None = None) -> Path:
     """Write ``dest/campaign.toml`` (and the seed agent beside it) for ``evaluator``; a script that
-    runs campaigns with another random seed or operator mix writes them here, so the file stays
-    the truth for ``dgm run`` (resume) and ``dgm remeasure`` on that run."""
+    runs campaigns with another random seed, operator mix or idea choice writes them here, so the
+    file stays the truth for ``dgm run`` (resume) and ``dgm remeasure`` on that run."""
     cls = registry.load_class(evaluator)
     dest.mkdir(parents=True, exist_ok=True)
     config = dest / "campaign.toml"
@@ -92,6 +93,8 @@ def write_campaign(dest: Path, evaluator: str, name: str | None = None, random_s
     config.write_text(CAMPAIGN_TOML.format(config=config, name=name or dest.resolve().name, evaluator=evaluator, stages=stages,
         operators=", ".join(f"{k} = {v}" for k, v in (operators or TEMPLATE_OPERATORS.get(evaluator, DEFAULT_WEIGHTS)).items()),
         random_seed=int(random_seed),
+        idea_choice=(f"idea_choice = {json.dumps(idea_choice)}\n" if idea_choice else
+                     '# idea_choice = "uniform"  # or "yield": ideas whose children beat their parent are shown more often\n'),
     ))
     return config
 
