@@ -85,6 +85,13 @@ class PendingEvaluation:
     draws: list[EvaluationResult] = field(default_factory=list)  # independent evaluations so far
 
 
+def evaluation_seed(random_seed: int) -> int:
+    """The evaluation seed of a campaign's first draw of every node (draw k runs on this + k): a
+    script that measures a run's programs again on the same seeds (pairing them with the run's own
+    draws) reads it here."""
+    return random.Random(f"eval-{random_seed}").randrange(2**31)
+
+
 class Campaign:
     def __init__(
         self,
@@ -106,7 +113,7 @@ class Campaign:
         self.on_update = on_update or (lambda stats: None)
         self.sandbox = SandboxSpec(cfg.sandbox.backend, cfg.sandbox.trusted, cfg.evaluation.use_gpu,
                                    cfg.evaluation.evals_per_gpu, cfg.sandbox.disk, cfg.sandbox.inodes)
-        self.eval_seed = random.Random(f"eval-{cfg.campaign.random_seed}").randrange(2**31)
+        self.eval_seed = evaluation_seed(cfg.campaign.random_seed)
         self.rng = random.Random()  # seeded in run(), from the number of nodes already there
         self.stats = Stats()
         uses_clades = any(getattr(p, "uses_clades", False) for p in (self.plan.select, *self.plan.select_for.values()))

@@ -101,6 +101,19 @@ def test_a_program_evaluated_again_on_another_seed_is_measured_again():
     assert first.public_metrics["zero_mse"] == other.public_metrics["zero_mse"]  # the public tasks stay fixed
 
 
+def test_unseen_tasks_of_the_training_distribution_are_scored_privately_when_asked():
+    ev = FewShotEvaluator(unseen_tasks=40)
+    ev.plan["smoke"] = {"seeds": 1, "meta_iterations": 20, "tasks": 20, "hidden_tasks": 0}
+    first, other = run(ev, MAML, seed=3), run(ev, MAML, seed=4)
+    assert first.valid and other.valid, (first.error, other.error)
+    assert set(first.private_metrics) == {"unseen_mse_1", "unseen_mse_5", "unseen_mse_10", "unseen_score"}
+    assert not any(k.startswith("unseen") for k in first.public_metrics) and "unseen" not in first.feedback
+    assert 0.0 < first.private_metrics["unseen_score"] < 1.0
+    # drawn by the evaluation seed, unlike the fixed public tasks
+    assert first.private_metrics["unseen_mse_1"] != other.private_metrics["unseen_mse_1"]
+    assert run(evaluator(), MAML, seed=3).private_metrics == {}  # off by default
+
+
 def test_learned_step_sizes_through_init_params(tmp_path):
     # Meta-SGD: extra meta-parameters created by init_params are trained by the outer loop
     code = '''

@@ -79,6 +79,12 @@ def _metric_specs() -> tuple[MetricSpec, ...]:
                                 description=f"query MSE after {n} steps on the shifted task distribution"))
     specs.append(MetricSpec("zero_mse", 0.0, MSE_MAX, higher_is_better=False, description="MSE of predicting 0 (the score's scale)"))
     specs.append(MetricSpec("hidden_score", 0.0, 1.0, public=False, description="the score's formula on the shifted tasks"))
+    # only with the option unseen_tasks: tasks of the training distribution the public set does not hold
+    for n in SCORED_STEPS:
+        specs.append(MetricSpec(f"unseen_mse_{n}", 0.0, MSE_MAX, public=False, higher_is_better=False,
+                                description=f"query MSE after {n} steps on unseen tasks of the training distribution"))
+    specs.append(MetricSpec("unseen_score", 0.0, 1.0, public=False,
+                            description="the score's formula on unseen tasks of the training distribution (option unseen_tasks)"))
     return tuple(specs)
 
 
@@ -133,6 +139,10 @@ class FewShotOptions(HarnessOptions):
     seeds: int | None = Field(None, ge=2)  # seeds of the full stage (it reports a spread)
     meta_iterations: int | None = Field(None, ge=1)  # of the full stage
     threads: int = Field(1, ge=1)  # torch intra-op threads in the harness
+    # also score this many tasks drawn from the training distribution by the evaluation seed (so
+    # not the fixed public tasks), as private metrics: does a public gain carry to tasks of the
+    # same kind it never saw? Off by default: it lengthens every evaluation.
+    unseen_tasks: int = Field(0, ge=0, le=2000)
 
 
 class FewShotEvaluator(Evaluator):
@@ -172,6 +182,9 @@ class FewShotEvaluator(Evaluator):
         if plan["hidden_tasks"]:
             sets["b"] = sample_eval_set(SHIFTED, plan["hidden_tasks"], PROTOCOL["K"], PROTOCOL["Q"],
                                         np.random.SeedSequence(int(run.seed), spawn_key=(stage_idx, 1)))
+        if self.options.unseen_tasks:
+            sets["c"] = sample_eval_set(TRAIN, self.options.unseen_tasks, PROTOCOL["K"], PROTOCOL["Q"],
+                                        np.random.SeedSequence(int(run.seed), spawn_key=(stage_idx, 3)))
         report = HARNESS.run(run, stage, self.options,
                              lambda workdir: self._write_inputs(workdir, sets, plan, stage_idx, run.seed))
         preds = load_npz_artifact(run.workdir, PREDICTIONS)
@@ -187,6 +200,10 @@ class FewShotEvaluator(Evaluator):
             hidden = {n: float(mse["b"][n].mean()) for n in SCORED_STEPS}
             metrics.update({f"hidden_mse_{n}": v for n, v in hidden.items()})
             metrics["hidden_score"] = score_from(hidden, float((sets["b"].query_y ** 2).mean()))
+        if "c" in sets:
+            unseen = {n: float(mse["c"][n].mean()) for n in SCORED_STEPS}
+            metrics.update({f"unseen_mse_{n}": v for n, v in unseen.items()})
+            metrics["unseen_score"] = score_from(unseen, float((sets["c"].query_y ** 2).mean()))
         feedback = (
             f"{plan['seeds']} seed(s) x {plan['meta_iterations']} meta-iterations; query MSE (mean ± SD over seeds) "
             + ", ".join(f"after {n} steps {metrics[f'mse_{n}']:.3f} ± {metrics[f'mse_{n}_std']:.3f}" for n in EVAL_STEPS)
