@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from orchestrator.fm.providers import open_fm  # noqa: E402
 from orchestrator.mutation.api_reference import references  # noqa: E402
 from orchestrator.mutation.operators import FM_OPERATORS, Sampling  # noqa: E402
 from orchestrator.mutation.prompts import ProposalContext  # noqa: E402
+from bench.dgm_eval import dgm_eval  # noqa: E402
 from bench.provenance import commit, utc_now  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "idea_probe.json"
@@ -44,12 +44,7 @@ def evaluate(suite: str, seed_dir: Path, target: str, text: str, stage: str | No
         agent = Path(tmp) / "agent"
         shutil.copytree(seed_dir, agent)
         (agent / target).write_text(text)
-        cmd = [str(ROOT / ".venv" / "bin" / "dgm"), "eval", str(agent), "--evaluator", suite, "--json"]
-        r = subprocess.run(cmd + (["--stage", stage] if stage else []), capture_output=True, text=True, timeout=1800)
-    try:
-        return json.loads(r.stdout)
-    except ValueError:
-        return {"evaluator_error": (r.stdout + r.stderr)[-600:]}
+        return dgm_eval(agent, suite, stages=[stage] if stage else [], timeout_s=1800)
 
 
 def as_result(res: dict) -> EvaluationResult:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archive import Archive  # noqa: E402
+from bench.dgm_eval import dgm_eval  # noqa: E402
 from bench.provenance import commit, utc_now  # noqa: E402
 from orchestrator.campaign import evaluation_seed  # noqa: E402
 from orchestrator.report import build_report  # noqa: E402
@@ -39,17 +39,11 @@ METRICS = ("score", "hidden_score", "unseen_score")
 def evaluate(agent: Path, cfg: dict, seed: int, tasks: int) -> dict:
     """`dgm eval` of ``agent`` as the run evaluated it (its stages and options), plus unseen tasks."""
     ev = cfg["evaluator"]
-    cmd = [str(ROOT / ".venv" / "bin" / "dgm"), "eval", str(agent), "--evaluator", ev["name"], "--seed", str(seed), "--json",
-           "--option", f"unseen_tasks={tasks}"]
-    cmd += [a for k, v in (ev.get("options") or {}).items() for a in ("--option", f"{k}={json.dumps(v)}")]
-    cmd += [a for s in ev.get("stages") or [] for a in ("--stage", s)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-    try:
-        out = json.loads(r.stdout)
-    except ValueError:
-        raise SystemExit(f"dgm eval of {agent} on seed {seed} gave no JSON: {(r.stdout + r.stderr)[-600:]}") from None
+    out = dgm_eval(agent, ev["name"], stages=ev.get("stages") or [], seed=seed,
+                   options={**(ev.get("options") or {}), "unseen_tasks": tasks})
     if not out.get("complete"):
-        raise SystemExit(f"dgm eval of {agent} on seed {seed} did not complete: {out.get('error')}")
+        raise SystemExit(f"dgm eval of {agent} on seed {seed} did not complete: "
+                         f"{out.get('error') or out.get('evaluator_error')}")
     return {"score": out["score"], **{k: out["private_metrics"].get(k) for k in METRICS[1:]}}
 
 
@@ -59,16 +53,20 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=3, help="evaluation seeds, taken from those both programs ran on")
     ap.add_argument("--tasks", type=int, default=300, help="unseen tasks per evaluation (the small stage's public count)")
     a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dgm-unseen-") as tmp:
+        measure(a, Path(tmp))
+
+
+def measure(a: argparse.Namespace, tmp: Path) -> None:
+    """Evaluate the run's seed and best (materialised under ``tmp``) and append the entry."""
     started = time.time()
     with Archive.open(a.run, readonly=True) as archive:
         cfg = json.loads(archive.get_meta("config") or "{}")
-        nodes = archive.nodes()
-        report = build_report(nodes, confidence=cfg.get("admission", {}).get("confidence", 0.0))
+        if cfg.get("evaluator", {}).get("name") != "fewshot":
+            raise SystemExit(f"{a.run}: a {cfg.get('evaluator', {}).get('name')!r} run; unseen tasks are fewshot's option")
+        report = build_report(archive.nodes(), confidence=cfg.get("admission", {}).get("confidence", 0.0))
         seed_node, best_node = (archive.get(report[side]["id"]) for side in ("seed", "best"))
-        tmp = Path(tempfile.mkdtemp(prefix="dgm-unseen-"))
         dirs = {"seed": archive.materialize(seed_node.id, tmp / "seed"), "best": archive.materialize(best_node.id, tmp / "best")}
-    if cfg.get("evaluator", {}).get("name") != "fewshot":
-        raise SystemExit(f"{a.run}: a {cfg.get('evaluator', {}).get('name')!r} run; unseen tasks are fewshot's option")
     shared = [o for o in seed_node.seed_offsets if o in set(best_node.seed_offsets)][: a.draws]
     base = evaluation_seed(cfg["campaign"]["random_seed"])
     rows = []
