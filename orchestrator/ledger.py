@@ -335,6 +335,9 @@ class Ledger:
             "seed_score": seed.score if seed else None,
             "fm_calls": self.usage.fm_calls,
             "operators": {name: vars(y).copy() for name, y in sorted(self.operators.items()) if y.attempts},
+            # what the prompts that carried each idea became, the most tried first (prompts without one: not listed)
+            "ideas": {idea: vars(y).copy() for idea, y in sorted(self.ideas.items(), key=lambda kv: (-kv[1].attempts, kv[0]))
+                      if y.attempts},
             "tokens": self.usage.tokens,
             "cost_usd": round(self.usage.cost_usd, 6),
             "gpu_s": round(self.usage.gpu_s, 3),

@@ -124,15 +124,29 @@ def build_report(nodes: Sequence[Node], *, confidence: float = 0.0, campaign: st
         "valid_share": valid / len(children) if children else None,
         "ranked_children": ranked,  # valid and through every gate: scored on the last stage
         "operators": summary["operators"],
-        # what the prompts that carried each idea became (FM attempts only; "" prompts carried none)
-        "ideas": {idea: vars(y).copy() for idea, y in sorted(ledger.ideas.items(), key=lambda kv: -kv[1].attempts)
-                  if y.attempts},
+        "ideas": summary["ideas"],
         "fm_calls": summary["fm_calls"],
         "tokens": summary["tokens"],
         "fm_calls_to_first_improvement": fm_calls_to_first_improvement(nodes),
         "fit": fit_overhead(nodes),
         "run_repairs": run_repairs(nodes),
     }
+
+
+def yield_words(y: dict[str, int]) -> str:
+    """One yield row (``OperatorYield`` as a dict) in words: "3 attempts, 1 valid, ..."."""
+    tries = y["attempts"]
+    return (f"{tries} attempt{'' if tries == 1 else 's'}, {y['valid']} valid, {y['better_than_parent']} better than "
+            f"the parent, {y['better_than_seed']} better than the seed")
+
+
+def yield_lines(operators: dict[str, dict[str, int]], ideas: dict[str, dict[str, int]]) -> list[str]:
+    """The per-operator and per-idea yield of a run, indented under a summary (``dgm report``, ``dgm status``)."""
+    out = [f"  {name}: {yield_words(y)}" for name, y in sorted(operators.items())]
+    if ideas:
+        out.append("ideas (the prompts that carried each):")
+        out += [f"  {yield_words(y)}: {textwrap.shorten(idea, 70, placeholder=' …')}" for idea, y in ideas.items()]
+    return out
 
 
 def render(report: dict[str, Any]) -> str:
@@ -163,14 +177,7 @@ def render(report: dict[str, Any]) -> str:
     share = report["valid_share"]
     out.append(f"valid children: {report['valid_children']}" + (f" ({share:.0%})" if share is not None else "")
                + f", {report.get('ranked_children', 0)} through every gate")
-    for name, y in sorted(report["operators"].items()):
-        out.append(f"  {name}: {y['attempts']} attempts, {y['valid']} valid, {y['better_than_parent']} better than "
-                   f"their parent, {y['better_than_seed']} better than the seed")
-    if report.get("ideas"):
-        out.append("ideas (the prompts that carried each):")
-        for idea, y in report["ideas"].items():
-            out.append(f"  {y['attempts']} attempts, {y['valid']} valid, {y['better_than_parent']} better than their "
-                       f"parent, {y['better_than_seed']} better than the seed: {textwrap.shorten(idea, 70, placeholder=' …')}")
+    out += yield_lines(report["operators"], report.get("ideas", {}))
     if report.get("fit"):
         f = report["fit"]
         out.append(f"fit: {f['fits']} fits, {f['wall_s']:.1f} s, of which {f['overhead_share']:.1%} outside evaluations")

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from click.testing import CliRunner
 
 from archive import Archive, NodeStatus
 from orchestrator.campaign import Campaign, CampaignError
+from orchestrator.cli import cli
 from orchestrator.cli.archive_cmds import _summary
 from evaluators.circle_packing.evaluator import CirclePackingEvaluator
 from orchestrator.config import load_config
-from orchestrator.report import build_report, render as render_report
+from orchestrator.report import build_report, render as render_report, yield_words
 from orchestrator.fm.client import FMClient
 from orchestrator.mutation.prompts import NEW_CONVERSATION
 from tests.campaign_helpers import (
@@ -263,7 +265,13 @@ def test_each_child_records_the_idea_its_prompt_carried_and_the_report_counts_it
     report = build_report(nodes)
     assert sum(y["attempts"] for y in report["ideas"].values()) == 2
     assert sum(y["valid"] for y in report["ideas"].values()) == sum(n.status == NodeStatus.ADMITTED for n in children)
-    assert "ideas (the prompts that carried each):" in render_report(report)
+    text = render_report(report)
+    assert "ideas (the prompts that carried each):" in text
+    for idea_text, y in report["ideas"].items():  # "1 attempt", "2 attempts"
+        assert f"  {yield_words(y)}: {' '.join(idea_text.split()[:5])}" in text  # long ideas are cut short
+        assert yield_words(y).startswith(f"{y['attempts']} attempt{'' if y['attempts'] == 1 else 's'}, ")
+    status = CliRunner().invoke(cli, ["status", str(tmp_path / "run")]).output  # dgm status lists them too
+    assert all(f"{yield_words(y)}: {' '.join(i.split()[:5])}" in status for i, y in report["ideas"].items())
 
 
 def test_a_prompt_without_an_idea_credits_none(tmp_path):

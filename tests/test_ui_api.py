@@ -111,6 +111,18 @@ def test_operator_yield_is_the_ledgers():
                  "better_than_seed": [1, 0]}
 
 
+def test_idea_yield_is_the_ledgers_most_tried_first():
+    grow, lp = "Grow each radius until it touches a neighbour.", "Solve a linear program for the radii."
+    nodes = [node(0, None, NodeStatus.ADMITTED, 0.5, op="seed"), node(1, 0, NodeStatus.ADMITTED, 0.6, op="diff", idea=lp),
+             node(2, 0, NodeStatus.INVALID, op="diff", idea=grow), node(3, 1, NodeStatus.REJECTED, 0.55, op="tweak", idea=grow),
+             node(4, 0, NodeStatus.ADMITTED, 0.7, op="fit")]
+    summary = Ledger(nodes).summary()
+    assert list(summary["ideas"]) == [grow, lp]  # two attempts before one; fit showed none
+    assert series.idea_yield(summary) == {"idea": [grow, lp], "attempts": [2, 1], "valid": [1, 1],
+                                          "better_than_parent": [0, 1], "better_than_seed": [1, 1]}
+    assert series.idea_yield(Ledger(nodes[:1]).summary())["idea"] == []
+
+
 # ---- the HTTP API ---------------------------------------------------------------------------------
 
 
@@ -285,6 +297,11 @@ def test_plot_writes_pngs_to_the_current_directory_by_default(run, tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     proc = subprocess.run([*DGM, "plot", str(run), "--out", str(tmp_path / "pngs")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and sorted(p.name for p in (tmp_path / "pngs").iterdir()) == ["cost.png", "progress.png", "yield.png"]
+    with Archive.open(run) as arc:  # a prompt that carried an idea: its yield gets a chart of its own
+        arc.add_node(parent_id=1, status="admitted", operator="diff", files={"main.py": "x = 4\n"}, message="i", score=0.8,
+                     prompt="Idea: grow each radius.", idea="grow each radius.", fm_model="m")
+    proc = subprocess.run([*DGM, "plot", str(run), "--out", str(tmp_path / "pngs")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and (tmp_path / "pngs" / "ideas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_html_export_is_one_self_contained_file(run):

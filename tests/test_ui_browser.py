@@ -84,8 +84,12 @@ def page(browser, shots):
     p.close()
 
 
-def make_run(d: Path, campaign: str = "cp", better: float = 0.0) -> Path:
-    """seed → 1 (admitted) → 2 (invalid), 4 (admitted, best); seed → 3 (rejected)."""
+IDEA = "Grow each circle's radius until it touches a neighbour or a wall, then move the centres a little."
+
+
+def make_run(d: Path, campaign: str = "cp", better: float = 0.0, idea: str = "") -> Path:
+    """seed → 1 (admitted) → 2 (invalid), 4 (admitted, best); seed → 3 (rejected). With ``idea``, the
+    prompts of 1 and 2 carried it."""
     with Archive.create(d, campaign) as arc:
         full = lambda s: [{"stage": "smoke", "valid": True, "passed_gate": True, "score": s * 0.9},  # noqa: E731
                           {"stage": "full", "valid": True, "passed_gate": True, "score": s}]
@@ -93,10 +97,10 @@ def make_run(d: Path, campaign: str = "cp", better: float = 0.0) -> Path:
                      score=0.5, stages=full(0.5), fm_model="")
         arc.add_node(parent_id=0, status="admitted", operator="diff", files={"main.py": "STEP = 0.25\n"}, message="c",
                      score=0.6 + better, stages=full(0.6), public_metrics={"sum_radii": 2.4}, private_metrics={"hidden": 2.3},
-                     prompt="Improve STEP", response="STEP = 0.25", prompt_tokens=120, completion_tokens=30, cost_usd=0.002,
-                     fm_model="m", timings={"fm_s": 1.2, "eval_s": 3.4})
+                     prompt="Improve STEP" + (f". {idea}" if idea else ""), response="STEP = 0.25", prompt_tokens=120, completion_tokens=30,
+                     cost_usd=0.002, fm_model="m", timings={"fm_s": 1.2, "eval_s": 3.4}, idea=idea)
         arc.add_node(parent_id=1, status="invalid", operator="tweak", message="bad", error="no edit found in the answer",
-                     prompt_tokens=100, completion_tokens=10, fm_model="m", timings={"fm_s": 0.8})
+                     prompt_tokens=100, completion_tokens=10, fm_model="m", timings={"fm_s": 0.8}, idea=idea)
         arc.add_node(parent_id=0, status="rejected", operator="tweak", files={"main.py": "STEP = 0.05\n"}, message="r",
                      score=0.4, stages=full(0.4)[:1], error="gate smoke: below 0.45", fm_model="m")
         arc.add_node(parent_id=1, status="admitted", operator="diff", files={"main.py": "STEP = 0.3\n"}, message="b",
@@ -207,7 +211,7 @@ def test_node_page_shows_stages_metrics_prompt_answer(server, page):
 
 
 def test_progress_and_compare_views(page, run, tmp_path):
-    other = make_run(tmp_path / "run2", campaign="cp2", better=0.1)
+    other = make_run(tmp_path / "run2", campaign="cp2", better=0.1, idea=IDEA)
     srv = UIServer([run, other], port=0).start()
     try:
         p = page.page
@@ -215,6 +219,7 @@ def test_progress_and_compare_views(page, run, tmp_path):
         p.wait_for_selector("#view-progress[data-cursor='5']", state="attached", timeout=DEADLINE_MS)
         best = "() => { const d = dgm.charts['chart-score'].data.datasets[0].data; return d[d.length - 1]; }"
         assert p.evaluate(best) == {"x": 4, "y": 0.7}
+        expect(p.locator("#ideas-chart")).to_be_hidden()  # no prompt of this run carried an idea
         page.shot("progress")
         with Archive.open(run) as arc:  # the charts follow the run
             arc.add_node(parent_id=4, status="admitted", operator="diff", files={"main.py": "STEP = 0.4\n"}, message="n", score=0.75)
@@ -227,6 +232,11 @@ def test_progress_and_compare_views(page, run, tmp_path):
         expect(table).to_contain_text("0.8000 (node 4)")
         page.shot("compare")
         p.locator("#run-select").select_option("1")
+        p.locator("#nav a[data-view='progress']").click()
+        expect(p.locator("#ideas-chart")).to_be_visible()
+        ideas = "() => { const c = dgm.charts['chart-ideas']; return [c.data.labels, c.data.datasets.map(d => d.data)]; }"
+        assert p.evaluate(ideas) == [[IDEA], [[2], [1], [1], [1]]]  # attempts, valid, better than parent, than seed
+        page.shot("progress-ideas")
         p.locator("#nav a[data-view='tree']").click()
         expect(p.locator("#summary")).to_contain_text("cp2")
     finally:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from archive import Archive, Node, NodeStatus
 from orchestrator.ledger import Ledger
+from orchestrator.report import yield_lines
 
 LIST_OMITS = {"prompt", "response"}  # large; `archive show` has them
 STATUS_STYLE = {"admitted": "green", "rejected": "white", "invalid": "yellow", "failed": "red", "evaluating": "cyan", "proposed": "cyan"}
@@ -84,11 +85,8 @@ def status(run_dir: Path, as_json: bool) -> None:
     click.echo(f"  spent: {s['wall_s']:.0f} s of wall-clock, {s['gpu_s']:.1f} GPU-seconds")
     if s["budget"]:
         click.echo("  budget: " + ", ".join(f"{k} = {v}" for k, v in sorted(s["budget"].items())))
-    for name, row in sorted(s["operators"].items()):
-        click.echo(
-            f"  {name}: {row['attempts']} attempts, {row['valid']} valid, "
-            f"{row['better_than_parent']} better than their parent, {row['better_than_seed']} better than the seed"
-        )
+    for line in yield_lines(s["operators"], s["ideas"]):
+        click.echo(line)
 
 
 @click.group()

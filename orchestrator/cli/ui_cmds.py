@@ -39,7 +39,8 @@ def ui(run_dirs: tuple[Path, ...], host: str, port: int, token: str | None) -> N
 @click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for the PNG files (created if needed).")
 def plot(run_dir: Path, out_dir: Path) -> None:
-    """PNG charts of a run: progress.png (score), yield.png (per operator), cost.png (FM usage, time)."""
+    """PNG charts of a run: progress.png (score), yield.png (per operator), cost.png (FM usage, time),
+    ideas.png (per idea, when the prompts carried ideas)."""
     from orchestrator.ui.plots import write_plots
 
     for path in write_plots(run_dir, out_dir):

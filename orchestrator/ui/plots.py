@@ -1,8 +1,9 @@
-"""``dgm plot``: PNG charts of a run (progress, operator yield, FM usage, time per node), drawn with
+"""``dgm plot``: PNG charts of a run (progress, operator and idea yield, FM usage, time per node), drawn with
 matplotlib's Agg backend (no display needed) from the same series as the web UI."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,8 @@ def plot_progress(s: dict[str, Any], title: str, path: Path) -> Path:
 def plot_yield(y: dict[str, Any], title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     names = y["operator"]
-    keys = ("attempts", "valid", "better_than_parent", "better_than_seed")
-    width = 0.8 / len(keys)
-    for k, key in enumerate(keys):
+    width = 0.8 / len(series.YIELD_KEYS)
+    for k, key in enumerate(series.YIELD_KEYS):
         ax.bar([i + (k - 1.5) * width for i in range(len(names))], y[key], width, label=key.replace("_", " "))
     ax.set_xticks(range(len(names)), names)
     ax.set(ylabel="nodes", title=f"{title}: yield per operator")
@@ -55,6 +55,21 @@ def plot_yield(y: dict[str, Any], title: str, path: Path) -> Path:
     ax.legend(fontsize=8)
     if not names:
         ax.text(0.5, 0.5, "no child attempts yet", ha="center", va="center", transform=ax.transAxes)
+    return _save(fig, path)
+
+
+def plot_idea_yield(y: dict[str, Any], title: str, path: Path) -> Path:
+    """Horizontal bars per idea (ideas are sentences: each cut to 60 characters), the most tried on top."""
+    names = [textwrap.shorten(i, 60, placeholder=" …") for i in y["idea"]]
+    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.55 * max(1, len(names))))
+    height = 0.8 / len(series.YIELD_KEYS)
+    for k, key in enumerate(series.YIELD_KEYS):
+        ax.barh([i + (k - 1.5) * height for i in range(len(names))], y[key], height, label=key.replace("_", " "))
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="nodes", title=f"{title}: yield per idea")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -82,15 +97,19 @@ def plot_cost(u: dict[str, Any], t: dict[str, Any], title: str, path: Path) -> P
 
 
 def write_plots(run_dir: str | Path, out_dir: str | Path = ".") -> list[Path]:
-    """progress.png, yield.png and cost.png of one run, in out_dir (created if needed)."""
+    """progress.png, yield.png and cost.png of one run, and ideas.png when its prompts carried ideas, in
+    out_dir (created if needed)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with Archive.open(run_dir, readonly=True) as arc:
         nodes = arc.nodes()
         title = arc.campaign or Path(run_dir).name
     data = series.all_series(nodes, Ledger(nodes).summary())
-    return [
+    paths = [
         plot_progress(data["progress"], title, out / "progress.png"),
         plot_yield(data["yield"], title, out / "yield.png"),
         plot_cost(data["usage"], data["time"], title, out / "cost.png"),
     ]
+    if data["ideas"]["idea"]:  # a campaign without ideas gets no empty chart
+        paths.append(plot_idea_yield(data["ideas"], title, out / "ideas.png"))
+    return paths

@@ -103,14 +103,24 @@ def time_per_node(nodes: Sequence[Node], max_bars: int = 300) -> dict[str, Any]:
     return {"first_id": first, "size": size, "fm_s": fm, "eval_s": ev, "bookkeeping_s": other}
 
 
+YIELD_KEYS = ("attempts", "valid", "better_than_parent", "better_than_seed")
+
+
+def _yield_lists(table: dict[str, dict[str, int]], names: list[str], key: str) -> dict[str, Any]:
+    return {key: names, **{k: [table[n][k] for n in names] for k in YIELD_KEYS}}
+
+
 def operator_yield(summary: dict[str, Any]) -> dict[str, Any]:
     """The ledger's per-operator yield (``Ledger.summary()['operators']``) as parallel lists."""
     ops = summary.get("operators", {})
-    names = sorted(ops)
-    return {
-        "operator": names,
-        **{k: [ops[o][k] for o in names] for k in ("attempts", "valid", "better_than_parent", "better_than_seed")},
-    }
+    return _yield_lists(ops, sorted(ops), "operator")
+
+
+def idea_yield(summary: dict[str, Any]) -> dict[str, Any]:
+    """The ledger's per-idea yield (``Ledger.summary()['ideas']``) as parallel lists, the most tried
+    idea first; empty lists when no prompt carried an idea (the charts then hide it)."""
+    ideas = summary.get("ideas", {})
+    return _yield_lists(ideas, list(ideas), "idea")
 
 
 def all_series(nodes: Sequence[Node], summary: dict[str, Any]) -> dict[str, Any]:
@@ -119,4 +129,5 @@ def all_series(nodes: Sequence[Node], summary: dict[str, Any]) -> dict[str, Any]
         "usage": usage(nodes),
         "time": time_per_node(nodes),
         "yield": operator_yield(summary),
+        "ideas": idea_yield(summary),
     }

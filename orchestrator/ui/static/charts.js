@@ -46,15 +46,28 @@ window.dgm = window.dgm || {};
       },
       options: { scales: { x: linear("iteration (node id)"), y: { title: { display: true, text: "score" } } }, parsing: false },
     });
-    const y = s.yield;
+    const YIELD = ["attempts", "valid", "better_than_parent", "better_than_seed"];
+    const yieldSets = y => YIELD.map((k, i) => ({ label: k.replace(/_/g, " "), data: y[k], backgroundColor: PALETTE[i] }));
     put("chart-yield", {
       type: "bar",
-      data: {
-        labels: y.operator,
-        datasets: ["attempts", "valid", "better_than_parent", "better_than_seed"].map((k, i) => ({ label: k.replace(/_/g, " "), data: y[k], backgroundColor: PALETTE[i] })),
-      },
-      options: { scales: { y: { title: { display: true, text: "nodes" } } } },
+      data: { labels: s.yield.operator, datasets: yieldSets(s.yield) },
+      options: { scales: { y: { ticks: { precision: 0 }, title: { display: true, text: "nodes" } } } },
     });
+    // ideas are sentences: horizontal bars, each label cut short, the whole idea in the tooltip
+    const ideas = s.ideas || { idea: [] };
+    document.getElementById("ideas-chart").hidden = !ideas.idea.length;
+    if (ideas.idea.length) {
+      const short = t => (t.length > 48 ? t.slice(0, 47) + "…" : t);
+      put("chart-ideas", {
+        type: "bar",
+        data: { labels: ideas.idea, datasets: yieldSets(ideas) },
+        options: {
+          indexAxis: "y",
+          scales: { x: { ticks: { precision: 0 }, title: { display: true, text: "nodes" } }, y: { ticks: { callback: function (v) { return short(this.getLabelForValue(v)); } } } },
+          plugins: { tooltip: { callbacks: { title: items => items[0].label } } },
+        },
+      });
+    }
     const u = s.usage;
     const span = u.elapsed_s.length ? u.elapsed_s[u.elapsed_s.length - 1] : 0;
     const [unit, div] = span > 7200 ? ["hours", 3600] : span > 600 ? ["minutes", 60] : ["seconds", 1];
