@@ -90,3 +90,12 @@ def test_torch_docstrings_give_their_parameters():
     # a compiled function: the signature comes from the docstring's first line, so `input` is required
     clamp = reference("torch.clamp")
     assert clamp.startswith("`torch.clamp(input, min=None, max=None") and "- input : Tensor: the input tensor." in clamp
+
+
+def test_a_docstring_signature_splits_at_top_level_commas_only():
+    from orchestrator.mutation.api_reference import _signature_line
+
+    sig, required = _signature_line("pad(input, pad=(a, b, c), mode='zeros, edge, wrap', value) -> Tensor\n\nPads.", "pad")
+    assert sig == "(input, pad=(a, b, c), mode='zeros, edge, wrap', value) -> Tensor"
+    assert required == {"input", "value"}  # not "b" from inside the tuple, nor "edge" from inside the string
+    assert _signature_line("Pads a tensor.", "pad") == ("(...)", set())

@@ -87,9 +87,30 @@ def _signature_line(doc: str, short: str) -> tuple[str, set[str]]:
     if not first.startswith(short + "("):
         return "(...)", set()
     signature = first[len(short):]
-    inside = signature[1: signature.rfind(")")] if ")" in signature else ""
-    names = [p.strip() for p in inside.split(",")]
-    return signature, {p for p in names if p.isidentifier() and "=" not in p}
+    return signature, {p for p in _top_level_parameters(signature) if p.isidentifier()}
+
+
+def _top_level_parameters(signature: str) -> list[str]:
+    """The parameters of ``(a, b=(1, 2), *, c='x, y') -> T`` split at the commas outside brackets and
+    quotes (``["a", "b=(1, 2)", "*", "c='x, y'"]``): a default holding a comma is one parameter."""
+    params, depth, quote, cur = [], 0, "", ""
+    for ch in signature[1:]:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            if depth == 0:  # the closing parenthesis of the signature
+                break
+            depth -= 1
+        elif ch == "," and depth == 0:
+            params.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    return [*params, cur.strip()] if cur.strip() or params else []
 
 
 def _resolve(name: str):
