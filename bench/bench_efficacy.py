@@ -4,9 +4,11 @@ at a time on 2 cores.
 
 Each entry: suite, random seed, iterations, operator mix, wall time, valid share, seed and best
 score (with their draws), held-out (private) metrics of both, yield per operator, FM calls to the
-first improvement. `--summary` prints the median and spread over seeds per (suite, mix).
+first improvement. `--summary` prints the median and spread over seeds per (suite, mix, idea
+choice, other [mutation] keys a run changed).
 
 Run:  .venv/bin/python bench/bench_efficacy.py --suite optimizer --seed 0 --iterations 10
+      .venv/bin/python bench/bench_efficacy.py --suite circle_packing --seed 8 --idea-choice yield --mutation run_repairs=2
       .venv/bin/python bench/bench_efficacy.py --summary
       .venv/bin/python bench/bench_efficacy.py --rescore   # reports rebuilt from the kept run dirs
       .venv/bin/python bench/bench_efficacy.py --from-run DIR/camp/run --commit C   # a run stopped early
@@ -35,7 +37,7 @@ from archive import Archive  # noqa: E402
 from orchestrator.campaign import Campaign  # noqa: E402
 from orchestrator.cli.init_cmd import write_campaign  # noqa: E402
 from orchestrator.cli.remeasure_cmd import remeasure_in_run  # noqa: E402
-from orchestrator.config import CampaignConfig, load_config, parse_config  # noqa: E402
+from orchestrator.config import CampaignConfig, MutationSection, load_config, parse_config  # noqa: E402
 from orchestrator.fm.providers import open_fm  # noqa: E402
 from orchestrator.report import build_report, paired_difference  # noqa: E402
 from bench.provenance import commit as commit_of_head, utc_now  # noqa: E402
@@ -104,11 +106,12 @@ def measure_seed_and_best(run_dir: Path, draws: int) -> dict[str, int]:
 
 
 def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep: Path | None,
-            draws: int = 3, idea_choice: str | None = None) -> dict:
+            draws: int = 3, mutation: dict | None = None) -> dict:
     root = keep or Path(tempfile.mkdtemp(prefix=f"dgm-eff-{suite}-"))
-    # the seed and the mix go into the kept campaign file, so `dgm run` / `dgm remeasure` on it agree
+    # the seed, the mix and other [mutation] keys go into the kept campaign file, so `dgm run` /
+    # `dgm remeasure` on it agree
     cfg = load_config(write_campaign(root / "camp", suite, random_seed=seed, operators=json.loads(operators) if operators else None,
-                                     idea_choice=idea_choice))
+                                     mutation=mutation))
     commit = commit_of_head()  # the code the campaign runs (read at its start)
     t0 = time.monotonic()
     with open_fm(cfg.fm, log=lambda m: print(f"dgm: {m}", flush=True)) as fm:
@@ -119,7 +122,8 @@ def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep:
     report = report_of(root / "camp" / "run", cfg.admission.confidence, suite)
     return {
         "suite": suite, "random_seed": seed, "iterations": iterations, "mix": cfg.mutation.operators, "commit": commit,
-        "idea_choice": cfg.mutation.idea_choice, "stages": cfg.evaluator.stages, "wall_s": round(wall, 1), "run_dir": str(root / "camp" / "run") if keep else None,
+        "idea_choice": cfg.mutation.idea_choice, "mutation": mutation_overrides(cfg.model_dump(mode="json")["mutation"]),
+        "stages": cfg.evaluator.stages, "wall_s": round(wall, 1), "run_dir": str(root / "camp" / "run") if keep else None,
         "when": utc_now(),
         "remeasured": {"draws": draws, "added": added, "wall_s": round(time.monotonic() - t1, 1)}, **report,
     }
@@ -137,6 +141,7 @@ def entry_of_run(run_dir: Path, commit: str | None) -> dict:
     return {
         "suite": suite, "random_seed": cfg["campaign"]["random_seed"], "iterations": report["iterations"],
         "mix": cfg["mutation"]["operators"], "idea_choice": cfg["mutation"].get("idea_choice", "uniform"),
+        "mutation": mutation_overrides(cfg["mutation"]),
         "commit": commit or commit_of_head(), "stages": cfg["evaluator"]["stages"],
         "wall_s": round(wall, 1), "run_dir": str(run_dir), "recorded_from_run": True,
         "when": utc_now(), **report,
@@ -189,11 +194,20 @@ def model_valid_share(e: dict) -> float | None:
     return sum(v["valid"] for v in ops) / attempts if attempts else None
 
 
+def mutation_overrides(mutation: dict) -> dict:
+    """The [mutation] keys of a run's config that differ from ``dgm init``'s campaign (the operator
+    mix and the idea choice have fields of their own in an entry)."""
+    default = MutationSection(exemplars=2).model_dump(mode="json")
+    return {k: v for k, v in mutation.items() if k not in ("operators", "idea_choice") and k in default and v != default[k]}
+
+
 def summary(entries: list[dict]) -> dict:
     groups: dict[str, list[dict]] = {}
     for e in latest_per_run(entries):
         choice = e.get("idea_choice", "uniform")  # entries before the option drew ideas uniformly
         key = f"{e['suite']} {json.dumps(e.get('mix'), sort_keys=True)}" + ("" if choice == "uniform" else f" ideas by {choice}")
+        if e.get("mutation"):  # entries before the field ran dgm init's other [mutation] keys
+            key += f" [mutation] {json.dumps(e['mutation'], sort_keys=True)}"
         groups.setdefault(key, []).append(e)
     out = {}
     for key, es in groups.items():
@@ -223,6 +237,21 @@ def summary(entries: list[dict]) -> dict:
     return out
 
 
+def parse_mutation(pairs: list[str]) -> dict:
+    """``["run_repairs=2", "ideas=[\"...\"]"]`` → ``{"run_repairs": 2, "ideas": ["..."]}``: each value
+    read as JSON, else kept as the string it is."""
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise SystemExit(f"--mutation {pair!r}: give KEY=VALUE, e.g. run_repairs=2")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite")
@@ -231,6 +260,8 @@ def main() -> None:
     ap.add_argument("--operators", help='JSON weights, e.g. \'{"diff": 0.5, "fit": 0.5}\' (default: dgm init\'s)')
     ap.add_argument("--keep", type=Path, help="keep the campaign under this directory")
     ap.add_argument("--idea-choice", choices=["uniform", "yield"], help="[mutation] idea_choice (default: dgm init's)")
+    ap.add_argument("--mutation", action="append", default=[], metavar="KEY=VALUE",
+                    help="another [mutation] key for the campaign, VALUE as JSON (else a string), e.g. run_repairs=2; repeatable")
     ap.add_argument("--summary", action="store_true")
     ap.add_argument("--rescore", action="store_true", help="rebuild the reports of kept runs")
     ap.add_argument("--from-run", type=Path, help="append the result of this kept run directory (a campaign stopped early)")
@@ -265,7 +296,10 @@ def main() -> None:
         if args.note:
             entry["wall_note"] = args.note
     else:
-        entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep, args.draws, args.idea_choice)
+        mutation = parse_mutation(args.mutation)
+        if args.idea_choice:
+            mutation["idea_choice"] = args.idea_choice
+        entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep, args.draws, mutation)
     entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []  # as it is now, after the campaign
     entries.append(entry)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

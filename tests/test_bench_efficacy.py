@@ -91,3 +91,18 @@ def test_the_held_out_gain_is_also_given_draw_by_draw_beside_the_unpaired_criter
     assert gain["paired_seeds"] == [0, 2] and gain["paired_gains"] == pytest.approx([0.0727, 0.2755 - 1.0])
     del e["best"]["held_out_draws"]  # a best measured once: nothing to pair
     assert "paired_mean" not in _bench().held_out_gain(e)
+
+
+def test_runs_with_other_mutation_keys_are_summarised_apart_and_the_keys_parse_as_json():
+    bench = _bench()
+    changed = {**_entry(2, 5, 10), "mutation": {"run_repairs": 3}, "run_dir": "/r/2b"}
+    out = bench.summary([_entry(0, 5, 10), {**_entry(1, 5, 10), "mutation": {}}, changed])
+    assert sorted(row["seeds"] for row in out.values()) == [[0, 1], [2]]
+    assert any(key.endswith('[mutation] {"run_repairs": 3}') for key in out)
+    assert bench.parse_mutation(["run_repairs=2", 'ideas=["Use momentum."]', "idea_choice=yield"]) == {
+        "run_repairs": 2, "ideas": ["Use momentum."], "idea_choice": "yield"}
+    from orchestrator.config import MutationSection
+
+    default = MutationSection(exemplars=2).model_dump(mode="json")  # dgm init's campaign: no overrides
+    assert bench.mutation_overrides(default) == {}
+    assert bench.mutation_overrides({**default, "run_repairs": 3, "idea_choice": "yield"}) == {"run_repairs": 3}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -150,12 +151,19 @@ def test_a_campaign_file_written_for_a_script_keeps_its_random_seed_and_operator
     from orchestrator.config import load_config
 
     cfg = load_config(write_campaign(tmp_path / "c", "optimizer", random_seed=2, operators={"diff": 0.5, "fit": 0.5},
-                                     idea_choice="yield"))
+                                     mutation={"idea_choice": "yield", "exemplars": 1, "run_repairs": 3,
+                                               "ideas": ["Try a momentum term."]}))
     assert cfg.campaign.random_seed == 2 and cfg.mutation.operators == {"diff": 0.5, "fit": 0.5}
-    assert cfg.mutation.idea_choice == "yield"
+    assert (cfg.mutation.idea_choice, cfg.mutation.exemplars, cfg.mutation.run_repairs) == ("yield", 1, 3)
+    assert cfg.mutation.ideas == ["Try a momentum term."]
     default = load_config(write_campaign(tmp_path / "d", "optimizer"))
     assert default.campaign.random_seed == 0 and default.mutation.operators["fit"] == 0.25
     assert default.mutation.idea_choice == "uniform" and '# idea_choice = "uniform"' in (tmp_path / "d" / "campaign.toml").read_text()
+    for bad, words in [({"run_repair": 2}, "[mutation] run_repair: no such key"), ({"operators": {"diff": 1.0}}, "operators"),
+                       ({"fit": {"trials": 8}}, "[mutation] fit = {'trials': 8}")]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            write_campaign(tmp_path / "bad", "optimizer", mutation=bad)
+        assert not (tmp_path / "bad").exists()  # nothing written
 
 
 @pytest.mark.parametrize("template", ["circle_packing", "continual", "fewshot", "rl_objective", "optimizer"])

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
-from orchestrator.config import DEFAULT_WEIGHTS
+from orchestrator.config import DEFAULT_WEIGHTS, MutationSection
 
 from evaluators import registry
 from evaluators.agent import copy_agent
@@ -43,8 +44,7 @@ operators = {{ {operators} }}
 # whole file; fit: no FM call, fits the program's float constants by CMA-ES (16 trial evaluations)
 # ideas = ["..."]        # directions to try, added to the evaluator's own; one per prompt
 # idea_share = 0.5       # share of prompts that carry an idea
-{idea_choice}exemplars = 2
-
+{mutation}
 [selection]
 method = "score_child_prop"   # score_prop | robust | best | uniform | module:function
 per_operator = {{ fit = "best" }}   # fit tunes the best program's constants (a hill climb)
@@ -74,11 +74,35 @@ TEMPLATE_OPERATORS = {"coding": {"self": 1.0}}
 FULL_STAGE_NOTE = {"coding": 'add "full" to score all 124 problems and the held-out split (an hour or more on 2 cores)'}
 
 
+#: the [mutation] keys ``dgm init`` writes after the operators (commented: a hint at the default)
+MUTATION_LINES = {
+    "idea_choice": '# idea_choice = "uniform"  # or "yield": ideas whose children beat their parent are shown more often',
+    "exemplars": "exemplars = 2",
+}
+
+
+def _mutation_lines(overrides: dict[str, Any]) -> str:
+    """The [mutation] lines after the operators: ``dgm init``'s, each key of ``overrides`` in place
+    of its line or after them. A value must be a TOML scalar or a list of them (JSON spells both)."""
+    lines = dict(MUTATION_LINES)
+    for key, value in overrides.items():
+        if key not in MutationSection.model_fields:
+            raise ValueError(f"[mutation] {key}: no such key (known: {', '.join(sorted(MutationSection.model_fields))})")
+        if key == "operators" or not isinstance(value, (str, int, float, bool, list)) or isinstance(value, list) and any(
+                isinstance(v, (dict, list)) for v in value):
+            raise ValueError(f"[mutation] {key} = {value!r}: give operators as their own argument, and other keys "
+                             "as a string, number, boolean or list of those")
+        lines[key] = f"{key} = {json.dumps(value)}"
+    return "".join(line + "\n" for line in lines.values())
+
+
 def write_campaign(dest: Path, evaluator: str, name: str | None = None, random_seed: int = 0,
-                   operators: dict[str, float] | None = None, idea_choice: str | None = None) -> Path:
+                   operators: dict[str, float] | None = None, mutation: dict[str, Any] | None = None) -> Path:
     """Write ``dest/campaign.toml`` (and the seed agent beside it) for ``evaluator``; a script that
-    runs campaigns with another random seed, operator mix or idea choice writes them here, so the
-    file stays the truth for ``dgm run`` (resume) and ``dgm remeasure`` on that run."""
+    runs campaigns with another random seed, operator mix or other [mutation] keys (``mutation``:
+    ``{"idea_choice": "yield", "run_repairs": 2}``) writes them here, so the file stays the truth for
+    ``dgm run`` (resume) and ``dgm remeasure`` on that run."""
+    mutation_lines = _mutation_lines(mutation or {})  # a bad key fails before anything is written
     cls = registry.load_class(evaluator)
     dest.mkdir(parents=True, exist_ok=True)
     config = dest / "campaign.toml"
@@ -92,9 +116,7 @@ def write_campaign(dest: Path, evaluator: str, name: str | None = None, random_s
         stages = f"stages = {names[:-1]!r}   # {note}\n".replace("'", '"')
     config.write_text(CAMPAIGN_TOML.format(config=config, name=name or dest.resolve().name, evaluator=evaluator, stages=stages,
         operators=", ".join(f"{k} = {v}" for k, v in (operators or TEMPLATE_OPERATORS.get(evaluator, DEFAULT_WEIGHTS)).items()),
-        random_seed=int(random_seed),
-        idea_choice=(f"idea_choice = {json.dumps(idea_choice)}\n" if idea_choice else
-                     '# idea_choice = "uniform"  # or "yield": ideas whose children beat their parent are shown more often\n'),
+        random_seed=int(random_seed), mutation=mutation_lines,
     ))
     return config
 
