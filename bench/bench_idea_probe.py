@@ -4,6 +4,7 @@ its final program evaluated (sandboxed, `dgm eval`). A probe of one prompt shape
 the seed is the parent every time, so the answers differ only by their sampling seed.
 
     .venv/bin/python bench/bench_idea_probe.py --suite circle_packing --idea 5 --k 8 [--no-library-docs] [--keep DIR]
+    .venv/bin/python bench/bench_idea_probe.py --idea 3 --operators function --function compute_max_radii
 
 Appends one entry per run to bench/results/idea_probe.json: the attempts (operator, calls, error,
 valid, score) and the counts (usable answers, valid programs, better than the seed, fixes that
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -62,6 +64,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2000, help="sampling seed of the first attempt")
     ap.add_argument("--no-library-docs", action="store_true")
     ap.add_argument("--keep", type=Path, help="write each attempt's conversation and final program here (K.txt, K.py)")
+    ap.add_argument("--function", help="the function the `function` operator asks for (default: one drawn per attempt, as a campaign does)")
     a = ap.parse_args()
 
     cls = registry.load_class(a.suite)
@@ -83,6 +86,8 @@ def main() -> None:
     with open_fm(FMConfig()) as fm:
         for k in range(a.k):
             op = FM_OPERATORS[names[k % len(names)]]()
+            if a.function and op.name == "function":
+                op.instructions = op.instructions.replace("{name}", a.function)  # the draw then finds no {name}
             op.repairs, op.run_repairs, op.library_docs = 1, 1, docs
             ctx = ProposalContext(task=cls.task, parent_id=0, files=files, editable=[target], target=target,
                                   score=seed_score, public_metrics=seed_eval.get("public_metrics") or {},
@@ -90,7 +95,8 @@ def main() -> None:
                                   reference=references(idea) if docs and idea else "", check=check)
             t = time.time()
             p = op.propose(ctx, fm, Sampling(temperature=0.8, seed=a.seed + k, max_tokens=FMConfig().max_tokens))
-            row = {"operator": op.name, "seed": a.seed + k, "wall_s": round(time.time() - t, 1), "error": p.error,
+            asked = re.search(r"Improve the function `(\w+)`", p.prompt) if op.name == "function" else None
+            row = {"operator": op.name, "function": asked.group(1) if asked else None, "seed": a.seed + k, "wall_s": round(time.time() - t, 1), "error": p.error,
                    "counts": p.counts, "library_docs_in_fix": "for the call on that line" in p.prompt}
             if a.keep:
                 a.keep.mkdir(parents=True, exist_ok=True)
@@ -107,7 +113,7 @@ def main() -> None:
 
     valid = [r for r in attempts if r.get("valid")]
     entry = {
-        "suite": a.suite, "idea": idea, "library_docs": docs, "operators": names, "k": a.k,
+        "suite": a.suite, "idea": idea, "library_docs": docs, "operators": names, "k": a.k, "function": a.function,
         "loop": "whole attempt (repair turn, run check, fix conversation)",
         "when": utc_now(), "wall_s": round(time.time() - started, 1), "commit": commit(),
         "seed_score": seed_score,
