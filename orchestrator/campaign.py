@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import random
 import sqlite3
+import textwrap
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -457,7 +458,8 @@ class Campaign:
                 parent_id=parent_id, status=NodeStatus.INVALID, message=f"invalid {op} proposal: {proposal.error}",
                 error=proposal.error, feedback=proposal.error, timings=timings, **common,
             ))
-            self._emit(f"node {node.id}: invalid proposal ({proposal.error[:60]})")
+            # cut with a mark, so a reason cut inside a quotation does not read as an empty one
+            self._emit(f"node {node.id}: invalid proposal ({textwrap.shorten(proposal.error, 90, placeholder=' …')})")
             return None
         timings["archive_s"] = time.perf_counter() - t0
         node = self.archive.add_node(

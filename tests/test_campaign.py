@@ -211,6 +211,20 @@ def test_without_repairs_the_unusable_answer_is_the_invalid_child(tmp_path):
     assert child.status == NodeStatus.INVALID and "defined nowhere: 'small_radius'" in child.error
 
 
+def test_the_live_line_of_an_invalid_proposal_marks_a_reason_it_cuts(tmp_path):
+    long_name = "radius_of_the_small_circles_in_the_corners_of_the_square_" * 2
+    events: list[str] = []
+    with ScriptedFMServer([Reply(rewrite(UNDEFINED.replace("small_radius", long_name)))], default=Reply(rewrite(GRID))) as srv:
+        cfg = load_config(write_config(tmp_path, srv.base_url, iterations=1, workers=1, repairs=0))
+        with FMClient.from_config(cfg.fm) as fm:
+            Campaign(cfg, tmp_path / "run", fm, on_update=lambda s: events.append(s.last_event)).run()
+    with Archive.open(tmp_path / "run", readonly=True) as archive:
+        error = archive.get(1).error
+    assert long_name in error and len(error) > 90
+    (line,) = {e for e in events if e.startswith("node 1: invalid proposal (")}  # repeated by later updates
+    assert line.endswith(" …)") and error.startswith(line[len("node 1: invalid proposal ("):-len(" …)")])
+
+
 def test_a_program_that_crashes_goes_to_a_new_conversation_with_its_error_and_the_fix_edits_it(tmp_path):
     # the first answer compiles but crashes when run; the check (the evaluation's first stage, in
     # the sandbox) finds it; a new conversation shows the crashed program (not the parent, not the
