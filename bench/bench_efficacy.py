@@ -299,7 +299,12 @@ def main() -> None:
         mutation = parse_mutation(args.mutation)
         if args.idea_choice:
             mutation["idea_choice"] = args.idea_choice
-        entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep, args.draws, mutation)
+        try:
+            entry = run_one(args.suite, args.seed, args.iterations, args.operators, args.keep, args.draws, mutation)
+        except ValueError as e:  # a [mutation] key write_campaign refused: say which, no traceback
+            if "[mutation]" not in str(e):
+                raise
+            raise SystemExit(f"--mutation: {e}") from None
     entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []  # as it is now, after the campaign
     entries.append(entry)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
