@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from archive import Archive  # noqa: E402
 from orchestrator.ledger import Ledger  # noqa: E402
@@ -51,6 +52,7 @@ def plot_yield(y: dict[str, Any], title: str, path: Path) -> Path:
         ax.bar([i + (k - 1.5) * width for i in range(len(names))], y[key], width, label=key.replace("_", " "))
     ax.set_xticks(range(len(names)), names)
     ax.set(ylabel="nodes", title=f"{title}: yield per operator")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of nodes
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     if not names:
@@ -68,6 +70,7 @@ def plot_idea_yield(y: dict[str, Any], title: str, path: Path) -> Path:
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.invert_yaxis()
     ax.set(xlabel="nodes", title=f"{title}: yield per idea")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
