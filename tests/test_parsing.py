@@ -88,6 +88,15 @@ def test_a_parameter_used_outside_its_function_is_named_as_such():
         check_python("a.py", "x = lr\n\n\ndef f(y):\n    return y\n")
 
 
+def test_each_undefined_name_is_named_once_at_its_first_use():
+    """cp seed 9: ``radii[i] + radii[j]`` was shown as "'radii' (line 29), 'radii' (line 29), …",
+    which spent the three names shown on one and hid the others."""
+    src = "def f(i, j):\n    s = radii[i] + radii[j]\n    return s + radii[0] + scale\n"
+    with pytest.raises(ProposalInvalid) as e:
+        check_python("packing.py", src)
+    assert str(e.value) == "packing.py uses a name that is defined nowhere: 'radii' (line 2), 'scale' (line 3)"
+
+
 def test_summarise_skips_code():
     assert summarise("```python\nx=1\n```\nUse a hexagonal grid.") == "Use a hexagonal grid."
     assert summarise("<<<<<<< SEARCH\na\n=======\nb\n>>>>>>> REPLACE") == "(no description)"

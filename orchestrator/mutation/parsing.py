@@ -474,8 +474,12 @@ def add_missing_imports(path: str, source: str) -> tuple[str, list[str]]:
 
 
 def _undefined_names(tree: ast.AST, path: str) -> list[tuple[str, int]]:
-    """pyflakes' undefined names (not those a star import or ``__all__`` may explain)."""
+    """pyflakes' undefined names (not those a star import or ``__all__`` may explain), each once, at
+    its first use: ``radii[i] + radii[j]`` is one missing name, not two."""
     from pyflakes import checker, messages
 
     found = checker.Checker(tree, filename=path)
-    return [(m.message_args[0], m.lineno) for m in found.messages if type(m) is messages.UndefinedName]
+    first: dict[str, int] = {}
+    for m in sorted((m for m in found.messages if type(m) is messages.UndefinedName), key=lambda m: m.lineno):
+        first.setdefault(m.message_args[0], m.lineno)
+    return list(first.items())
