@@ -195,9 +195,9 @@ def model_valid_share(e: dict) -> float | None:
 
 
 def mutation_overrides(mutation: dict) -> dict:
-    """The [mutation] keys of a run's config that differ from ``dgm init``'s campaign (the operator
-    mix and the idea choice have fields of their own in an entry)."""
-    default = MutationSection(exemplars=2).model_dump(mode="json")
+    """The [mutation] keys of a run's config that differ from the defaults, which ``dgm init``'s
+    campaign keeps (the operator mix and the idea choice have fields of their own in an entry)."""
+    default = MutationSection().model_dump(mode="json")
     return {k: v for k, v in mutation.items() if k not in ("operators", "idea_choice") and k in default and v != default[k]}
 
 

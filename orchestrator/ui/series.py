@@ -10,9 +10,11 @@ consecutive nodes and says how many nodes each bucket holds.
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from typing import Any, Sequence
 
 from archive import Node, NodeStatus
+from orchestrator.ledger import OperatorYield
 
 #: timing keys that are FM time / evaluation time (written by the campaign loop and the pipeline)
 FM_TIME_KEY = "fm_s"
@@ -103,7 +105,7 @@ def time_per_node(nodes: Sequence[Node], max_bars: int = 300) -> dict[str, Any]:
     return {"first_id": first, "size": size, "fm_s": fm, "eval_s": ev, "bookkeeping_s": other}
 
 
-YIELD_KEYS = ("attempts", "valid", "better_than_parent", "better_than_seed")
+YIELD_KEYS = tuple(f.name for f in fields(OperatorYield))  # attempts, valid, better than the parent, the seed
 
 
 def _yield_lists(table: dict[str, dict[str, int]], names: list[str], key: str) -> dict[str, Any]:
