@@ -107,7 +107,16 @@ def measure_seed_and_best(run_dir: Path, draws: int) -> dict[str, int]:
 
 def run_one(suite: str, seed: int, iterations: int, operators: str | None, keep: Path | None,
             draws: int = 3, mutation: dict | None = None) -> dict:
-    root = keep or Path(tempfile.mkdtemp(prefix=f"dgm-eff-{suite}-"))
+    """One campaign and its entry. Without ``keep`` it runs in a temporary directory that is removed
+    afterwards, whatever happens (a refused [mutation] key, a crash, Ctrl-C)."""
+    if keep is not None:
+        return _run_in(keep, suite, seed, iterations, operators, True, draws, mutation)
+    with tempfile.TemporaryDirectory(prefix=f"dgm-eff-{suite}-") as tmp:
+        return _run_in(Path(tmp), suite, seed, iterations, operators, False, draws, mutation)
+
+
+def _run_in(root: Path, suite: str, seed: int, iterations: int, operators: str | None, keep: bool,
+            draws: int, mutation: dict | None) -> dict:
     # the seed, the mix and other [mutation] keys go into the kept campaign file, so `dgm run` /
     # `dgm remeasure` on it agree
     cfg = load_config(write_campaign(root / "camp", suite, random_seed=seed, operators=json.loads(operators) if operators else None,

@@ -106,3 +106,15 @@ def test_runs_with_other_mutation_keys_are_summarised_apart_and_the_keys_parse_a
     default = MutationSection(exemplars=2).model_dump(mode="json")  # dgm init's campaign: no overrides
     assert bench.mutation_overrides(default) == {}
     assert bench.mutation_overrides({**default, "run_repairs": 3, "idea_choice": "yield"}) == {"run_repairs": 3}
+
+
+def test_a_refused_mutation_key_leaves_no_temporary_campaign_behind(tmp_path, monkeypatch):
+    import tempfile
+
+    import pytest
+
+    bench = _bench()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp / TemporaryDirectory make theirs
+    with pytest.raises(ValueError, match="no_such_key"):
+        bench.run_one("circle_packing", 0, 1, None, None, mutation={"no_such_key": 1})
+    assert list(tmp_path.iterdir()) == []
