@@ -290,8 +290,10 @@ def test_loopback_server_answers_loopback_host_names_only(server):
 def test_plot_writes_pngs_to_the_current_directory_by_default(run, tmp_path):
     out = tmp_path / "cwd"
     out.mkdir()
+    (out / "ideas.png").write_bytes(b"an earlier run's chart")
     proc = subprocess.run([*DGM, "plot", str(run)], cwd=out, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    assert not (out / "ideas.png").exists()  # this run has no ideas: no chart of another run's beside its own
     for name in ("progress.png", "yield.png", "cost.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name

@@ -40,7 +40,8 @@ def ui(run_dirs: tuple[Path, ...], host: str, port: int, token: str | None) -> N
               help="Directory for the PNG files (created if needed).")
 def plot(run_dir: Path, out_dir: Path) -> None:
     """PNG charts of a run: progress.png (score), yield.png (per operator), cost.png (FM usage, time),
-    ideas.png (per idea, when the prompts carried ideas)."""
+    ideas.png (per idea, when the prompts carried ideas; an ideas.png already in the directory is
+    removed otherwise, so that it is not read as this run's)."""
     from orchestrator.ui.plots import write_plots
 
     for path in write_plots(run_dir, out_dir):

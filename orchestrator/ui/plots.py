@@ -115,4 +115,6 @@ def write_plots(run_dir: str | Path, out_dir: str | Path = ".") -> list[Path]:
     ]
     if data["ideas"]["idea"]:  # a campaign without ideas gets no empty chart
         paths.append(plot_idea_yield(data["ideas"], title, out / "ideas.png"))
+    else:  # nor an earlier run's chart left beside its own, as if it were this run's
+        (out / "ideas.png").unlink(missing_ok=True)
     return paths
