@@ -107,7 +107,7 @@ def test_operator_yield_is_the_ledgers():
     nodes = [node(0, None, NodeStatus.ADMITTED, 0.5, op="seed"), node(1, 0, NodeStatus.ADMITTED, 0.6, op="diff"),
              node(2, 0, NodeStatus.INVALID, op="diff"), node(3, 0, NodeStatus.REJECTED, 0.4, op="tweak")]
     y = series.operator_yield(Ledger(nodes).summary())
-    assert y == {"operator": ["diff", "tweak"], "attempts": [2, 1], "valid": [1, 1], "better_than_parent": [1, 0],
+    assert y == {"operator": ["diff", "tweak"], "keys": list(series.YIELD_KEYS), "attempts": [2, 1], "valid": [1, 1], "better_than_parent": [1, 0],
                  "better_than_seed": [1, 0]}
 
 
@@ -118,7 +118,7 @@ def test_idea_yield_is_the_ledgers_most_tried_first():
              node(4, 0, NodeStatus.ADMITTED, 0.7, op="fit")]
     summary = Ledger(nodes).summary()
     assert list(summary["ideas"]) == [grow, lp]  # two attempts before one; fit showed none
-    assert series.idea_yield(summary) == {"idea": [grow, lp], "attempts": [2, 1], "valid": [1, 1],
+    assert series.idea_yield(summary) == {"idea": [grow, lp], "keys": list(series.YIELD_KEYS), "attempts": [2, 1], "valid": [1, 1],
                                           "better_than_parent": [0, 1], "better_than_seed": [1, 1]}
     assert series.idea_yield(Ledger(nodes[:1]).summary())["idea"] == []
 

@@ -109,7 +109,9 @@ YIELD_KEYS = tuple(f.name for f in fields(OperatorYield))  # attempts, valid, be
 
 
 def _yield_lists(table: dict[str, dict[str, int]], names: list[str], key: str) -> dict[str, Any]:
-    return {key: names, **{k: [table[n][k] for n in names] for k in YIELD_KEYS}}
+    """Parallel lists, and ``keys``: which of them are counts, in order (the UI draws one bar per key
+    from it rather than keep its own list)."""
+    return {key: names, "keys": list(YIELD_KEYS), **{k: [table[n][k] for n in names] for k in YIELD_KEYS}}
 
 
 def operator_yield(summary: dict[str, Any]) -> dict[str, Any]:

@@ -46,8 +46,7 @@ window.dgm = window.dgm || {};
       },
       options: { scales: { x: linear("iteration (node id)"), y: { title: { display: true, text: "score" } } }, parsing: false },
     });
-    const YIELD = ["attempts", "valid", "better_than_parent", "better_than_seed"];
-    const yieldSets = y => YIELD.map((k, i) => ({ label: k.replace(/_/g, " "), data: y[k], backgroundColor: PALETTE[i] }));
+    const yieldSets = y => y.keys.map((k, i) => ({ label: k.replace(/_/g, " "), data: y[k], backgroundColor: PALETTE[i] }));
     put("chart-yield", {
       type: "bar",
       data: { labels: s.yield.operator, datasets: yieldSets(s.yield) },
