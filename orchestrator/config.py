@@ -48,13 +48,16 @@ class ImproverLimits(_Section):
 class FitSettings(_Section):
     """The ``fit`` operator: CMA-ES over a program's float constants."""
 
-    evaluations: int = Field(16, ge=2, le=10_000, description="trial programs evaluated per fit")
+    evaluations: int = Field(16, ge=2, le=10_000, description="trial programs evaluated per fit, at least")
     # 0.05 ≈ steps of 1-10 %; on the circle-packing seed 0.3 found nothing better in three
     # fits of 16 trials, 0.05 found better points in two of three
     sigma: float = Field(0.05, gt=0, le=1, description="initial step, in log-scale units of each constant")
-    # a trial costs 0.3 s on circle packing and ~20 s on a learning suite: a time budget lets one
-    # setting (many evaluations, some seconds) serve both
-    seconds: float | None = Field(None, gt=0, description="wall seconds per fit: no new generation starts after this (at least one runs)")
+    # a trial costs 0.2 s on circle packing and 10-25 s on a learning suite, and an FM proposal
+    # 30-230 s on 2 cores: a fit keeps trying new points for about one FM call's time where trials
+    # are cheap (circle packing: a few hundred, over all its constants), and stops at `evaluations`
+    # where they are not (16 learning-suite trials already take longer). None: exactly `evaluations`
+    seconds: float | None = Field(60.0, gt=0, description="wall seconds per fit: after `evaluations` trials, new generations start until this")
+    max_evaluations: int = Field(512, ge=2, le=100_000, description="trial programs per fit, at most (with `seconds`)")
     # on circle packing (100 iterations) 29 of 32 fits found nothing: fit goes to the best program,
     # which was mostly a fit's own point already. A program fitted in vain is fitted again with
     # twice the step, and left to the other operators after this many fits that found nothing

@@ -25,7 +25,7 @@ TRUSTED = '[sandbox]\nbackend = "process"\ntrusted = true\n'
 
 def run(tmp_path, srv, iterations, extra=""):
     cfg = load_config(write_config(tmp_path, srv.base_url, iterations=iterations, operators="{ rewrite = 0.5, fit = 0.5 }",
-                                   extra=TRUSTED + "[mutation.fit]\nevaluations = 8\n" + extra))
+                                   extra=TRUSTED + "[mutation.fit]\nevaluations = 8\nmax_evaluations = 8\n" + extra))
     pool = GpuPool([Gpu(0, "fake", "GPU-0")], per_gpu=2, control_nodes=())
     executor = make_executor(cfg.evaluation, EvaluationEnvironment(fm=None, gpu_pool=pool))
     with FMClient.from_config(cfg.fm) as fm:

@@ -378,7 +378,7 @@ def test_fit_climbs_from_the_best_program_and_never_calls_the_model(tmp_path):
     script = [Reply(f"Shrink the inner ring.\n<<<<<<< SEARCH\n{inner}\n=======\n{smaller}\n>>>>>>> REPLACE", 100, 30)]
     with ScriptedFMServer(script, default=Reply("no idea", 100, 5)) as srv:
         run_campaign(tmp_path, srv, iterations=5, workers=2, operators="{ diff = 0.2, fit = 0.8 }",
-                     extra="[mutation.fit]\nevaluations = 8\n", timeout_s=120)
+                     extra="[mutation.fit]\nevaluations = 8\nmax_evaluations = 8\n", timeout_s=120)
         fm_calls = len(srv.requests)
     with Archive.open(tmp_path / "run", readonly=True) as archive:
         nodes = archive.nodes()

@@ -47,7 +47,7 @@ def one_fit(tmp_path, monkeypatch, fit_settings: str) -> list:
 
 
 def test_a_fit_step_evaluates_trials_and_keeps_them_on_the_child(tmp_path, monkeypatch):
-    seed, child = one_fit(tmp_path, monkeypatch, "evaluations = 16\n")
+    seed, child = one_fit(tmp_path, monkeypatch, "evaluations = 16\nmax_evaluations = 16\n")
     assert child.operator == "fit" and child.fm_model == "" and child.status.finished
     record = json.loads(child.response)
     trials = record["trials"]
@@ -67,10 +67,58 @@ def test_a_fit_step_evaluates_trials_and_keeps_them_on_the_child(tmp_path, monke
 
 
 def test_a_fit_with_a_time_budget_starts_no_generation_after_it(tmp_path, monkeypatch):
-    child = one_fit(tmp_path, monkeypatch, "evaluations = 400\nseconds = 0.01\n")[1]
+    child = one_fit(tmp_path, monkeypatch, "evaluations = 8\nseconds = 0.01\nmax_evaluations = 400\n")[1]
     record = json.loads(child.response)
-    # one generation (8 trials) always runs; by then the 0.01 s were spent, so no second one started
+    # `evaluations` (one generation of 8) always run; by then the 0.01 s were spent, so no second one started
     assert record["stopped_by"] == "seconds" and len(record["trials"]) == 8 + 1
+
+
+def _instant(score):
+    """A trial evaluator whose every trial completes at once with ``score(files)``."""
+    from concurrent.futures import Future
+
+    from evaluators.pipeline import EvaluationResult, StageResult
+
+    def evaluate(files):
+        fut = Future()
+        fut.set_result(EvaluationResult(stages=[StageResult("full", True, True, score(files))], selected=1))
+        return fut
+
+    return evaluate
+
+
+def test_cheap_trials_run_on_to_the_time_budget_over_more_constants():
+    """Where trials are cheap (the parent's evaluation took 0.1 s) a fit keeps going past
+    `evaluations` while under `seconds`, up to `max_evaluations`, and searches over all of a
+    12-constant program at once; where they are slow it runs `evaluations` over a subset of 8."""
+    from orchestrator.mutation.fit import FitOperator
+    from orchestrator.mutation.operators import Sampling
+    from orchestrator.mutation.prompts import ProposalContext
+
+    program = {"a.py": "".join(f"C{i} = {0.1 * (i + 1):.1f}\n" for i in range(12))}
+    target = {f"C{i}": 0.1 * (i + 1) * 1.3 for i in range(12)}  # the best point: every constant 30 % larger
+
+    def score(files):
+        ns = {}
+        exec(files["a.py"], ns)
+        return -sum((ns[k] - v) ** 2 for k, v in target.items())
+
+    op = FitOperator(evaluations=16, sigma=0.05, seconds=60.0, max_evaluations=200)
+    cheap = ProposalContext(task="T", parent_id=0, files=program, editable=["a.py"], target="a.py",
+                            score=score(program), evaluate=_instant(score), trial_s=0.1)
+    record = json.loads(op.propose(cheap, None, Sampling(0.7, 1, 100)).response)
+    assert record["expected_trials"] == 200 and len(record["constants"]) == 12
+    assert record["stopped_by"] == "max_evaluations" and len(record["trials"]) == 200 + 1
+    slow = ProposalContext(task="T", parent_id=0, files=program, editable=["a.py"], target="a.py",
+                           score=score(program), evaluate=_instant(score), trial_s=20.0)
+    record = json.loads(op.propose(slow, None, Sampling(0.7, 1, 100)).response)
+    assert record["expected_trials"] == 16 and len(record["constants"]) == 8
+    # the time budget is wall time: instant trials finish long before 60 s, so this one ran on too
+    assert record["stopped_by"] == "max_evaluations"
+    # without a time budget a fit runs exactly `evaluations`
+    exact = FitOperator(evaluations=16, sigma=0.05, seconds=None)
+    record = json.loads(exact.propose(cheap, None, Sampling(0.7, 1, 100)).response)
+    assert record["stopped_by"] == "evaluations" and len(record["trials"]) == 16 + 1 and record["expected_trials"] == 16
 
 
 def test_a_program_fitted_in_vain_is_fitted_wider_then_left_to_the_other_operators():

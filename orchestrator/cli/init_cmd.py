@@ -41,7 +41,8 @@ concurrency = 2          # proposals in flight
 [mutation]
 operators = {{ {operators} }}
 # diff: SEARCH/REPLACE edits; tweak: one or two numbers; function: one whole function; rewrite: the
-# whole file; fit: no FM call, fits the program's float constants by CMA-ES (16 trial evaluations)
+# whole file; fit: no FM call, fits the program's float constants by CMA-ES (16 trials, more while
+# under 60 s: [mutation.fit] evaluations, seconds, max_evaluations)
 # ideas = ["..."]        # directions to try, added to the evaluator's own; one per prompt
 # idea_share = 0.5       # share of prompts that carry an idea
 {mutation}

@@ -39,8 +39,13 @@ from orchestrator.mutation.operators import Operator, Proposal, Sampling
 from orchestrator.mutation.parsing import ProposalInvalid, check_python
 from orchestrator.mutation.prompts import ProposalContext
 
-#: at most this many constants are fitted at once (a random subset of them, per proposal)
+#: constants fitted at once (a random subset of them, per proposal) by a fit of few trials; a fit
+#: expected to run more fits more of them, one per TRIALS_PER_CONSTANT trials, up to ALL_CONSTANTS.
+#: On circle-packing programs of 12 and 24 constants, 256-512 trials over all of them went further
+#: than over 8 (bench/bench_fit_budget.py)
 MAX_CONSTANTS = 8
+TRIALS_PER_CONSTANT = 10
+ALL_CONSTANTS = 32
 BOUND = 1.0  # z in [-BOUND, BOUND]: a constant moves by at most a factor e
 
 
@@ -124,8 +129,10 @@ class FitOperator(Operator):
     max_calls = 0
 
     def __init__(self, evaluations: int = 16, sigma: float = 0.05, seconds: float | None = None,
-                 misses_per_program: int = 1) -> None:
+                 misses_per_program: int = 1, max_evaluations: int = 512) -> None:
+        # at least `evaluations` trials; with `seconds`, more while under that time, up to `max_evaluations`
         self.evaluations, self.sigma, self.seconds = evaluations, sigma, seconds
+        self.max_evaluations = max(evaluations, max_evaluations)
         self.misses_per_program = misses_per_program
         self.misses: dict[str, int] = {}  # program (editable texts' digest) → fits that found nothing
         # program → fits of it in flight: a second fit of the same program would start before the
@@ -141,7 +148,7 @@ class FitOperator(Operator):
         # evaluation instead, and only when fit is drawn at all (a weight of 0 builds it too).
         if cfg.mutation.operators.get(cls.name, 0) > 0:
             threading.Thread(target=_import_cmaes, name="dgm-import-cmaes", daemon=True).start()
-        return cls(f.evaluations, f.sigma, f.seconds, f.misses_per_program)
+        return cls(f.evaluations, f.sigma, f.seconds, f.misses_per_program, f.max_evaluations)
 
     def observe(self, event: NodeEvent) -> None:
         n = event.node
@@ -184,12 +191,13 @@ class FitOperator(Operator):
             return proposal
         started = time.perf_counter()
         rng = random.Random(sampling.seed)
-        chosen = sorted(rng.sample(found, min(MAX_CONSTANTS, len(found))), key=lambda c: (c.path, c.line, c.col))
+        expected = self.expected_trials(ctx.trial_s)
+        chosen = sorted(rng.sample(found, min(len(found), self.constants_for(expected))), key=lambda c: (c.path, c.line, c.col))
         sigma = min(BOUND, self.sigma * 2 ** self.misses.get(_digest(ctx.files), 0))  # wider after a miss
         trials, waited, stopped = self._search(ctx, chosen, ctx.evaluate, sampling.seed, started, sigma)
         # the optimiser's own cost is everything but waiting on evaluations (kept to check it stays small)
         proposal.response = json.dumps({"constants": [f"{c.path}:{c.line}:{c.col} = {c.value:g}" for c in chosen],
-                                        "sigma": sigma, "wall_s": round(time.perf_counter() - started, 4), "evaluating_s": round(waited, 4),
+                                        "sigma": sigma, "expected_trials": expected, "wall_s": round(time.perf_counter() - started, 4), "evaluating_s": round(waited, 4),
                                         "stopped_by": stopped, "trials": trials}, indent=1)
         valid = [t for t in trials if t["score"] is not None]
         if not valid:
@@ -212,10 +220,24 @@ class FitOperator(Operator):
                             f"scored {best['score']:.4f}" + (f" (parent {ref:.4f} on the same evaluation seed)" if (ref := _reference(ctx)) is not None else ""))
         return proposal
 
+    def expected_trials(self, trial_s: float | None) -> int:
+        """How many trials this fit will likely run: ``evaluations`` without a time budget, else as
+        many as ``seconds`` holds at ``trial_s`` each (the parent's own evaluation time), within
+        [evaluations, max_evaluations]. Trials run in parallel, so this errs low."""
+        if self.seconds is None or not trial_s or trial_s <= 0:
+            return self.evaluations
+        return int(min(self.max_evaluations, max(self.evaluations, self.seconds / trial_s)))
+
+    @staticmethod
+    def constants_for(expected: int) -> int:
+        """How many constants a fit of ``expected`` trials searches over at once."""
+        return min(ALL_CONSTANTS, max(MAX_CONSTANTS, expected // TRIALS_PER_CONSTANT))
+
     def _search(self, ctx: ProposalContext, chosen: list[Constant], evaluate: Callable, seed: int,
                 started: float, sigma: float) -> tuple[list[dict], float, str]:
         """The trials (the parent's own point last), the seconds spent waiting on evaluations, and
-        what ended the search: its evaluations, or its seconds (checked between generations)."""
+        what ended the search: ``evaluations`` (no time budget), ``seconds`` (the time budget, once
+        ``evaluations`` were run; checked between generations) or ``max_evaluations``."""
         from cmaes import CMA
 
         dim = max(2, len(chosen))  # cmaes needs two dimensions; a lone constant gets an idle partner
@@ -223,9 +245,11 @@ class FitOperator(Operator):
                   seed=seed % (2**31), population_size=max(4, min(8, self.evaluations)))
         trials: list[dict] = []
         waited = 0.0
-        stopped = "evaluations"
-        while len(trials) < self.evaluations:
-            if trials and self.seconds is not None and time.perf_counter() - started >= self.seconds:
+        stopped = "evaluations" if self.seconds is None else "max_evaluations"
+        cap = self.evaluations if self.seconds is None else self.max_evaluations
+        while len(trials) < cap:
+            if (self.seconds is not None and len(trials) >= self.evaluations
+                    and time.perf_counter() - started >= self.seconds):
                 stopped = "seconds"
                 break
             batch = [cma.ask() for _ in range(cma.population_size)]

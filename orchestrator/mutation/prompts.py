@@ -99,6 +99,8 @@ class ProposalContext:
     # for operators that search by evaluating: changed files (path → text) of a trial program →
     # a Future of its EvaluationResult, evaluated by the campaign's executor like any node
     evaluate: Callable[[dict[str, str]], Any] | None = None
+    #: seconds one evaluation of the parent took (per draw): what a trial is expected to cost
+    trial_s: float | None = None
     # for the FM operators' execution feedback: the same, running only the evaluation's first stage
     # (does the program run at all?)
     check: Callable[[dict[str, str]], Any] | None = None
