@@ -106,8 +106,10 @@ def test_cheap_trials_run_on_to_the_time_budget_over_more_constants():
     op = FitOperator(evaluations=16, sigma=0.05, seconds=60.0, max_evaluations=200)
     cheap = ProposalContext(task="T", parent_id=0, files=program, editable=["a.py"], target="a.py",
                             score=score(program), evaluate=_instant(score), trial_s=0.1)
-    record = json.loads(op.propose(cheap, None, Sampling(0.7, 1, 100)).response)
+    response = op.propose(cheap, None, Sampling(0.7, 1, 100)).response
+    record = json.loads(response)
     assert record["expected_trials"] == 200 and len(record["constants"]) == 12
+    assert len(response.splitlines()) < 201 + 30  # one line a trial, so `dgm archive show` stays readable
     assert record["stopped_by"] == "max_evaluations" and len(record["trials"]) == 200 + 1
     slow = ProposalContext(task="T", parent_id=0, files=program, editable=["a.py"], target="a.py",
                            score=score(program), evaluate=_instant(score), trial_s=20.0)
