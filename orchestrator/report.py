@@ -75,7 +75,7 @@ def fit_overhead(nodes: Sequence[Node]) -> dict[str, Any] | None:
     """The ``fit`` operator's own cost: its wall time less the time it waited on evaluations, over
     every fit of the run (None if none recorded its timing)."""
     wall = waited = 0.0
-    fits = 0
+    fits = trials = 0
     for n in nodes:
         if n.operator != "fit" or not n.response.startswith("{"):
             continue
@@ -85,9 +85,10 @@ def fit_overhead(nodes: Sequence[Node]) -> dict[str, Any] | None:
             continue
         if "wall_s" in record:
             fits, wall, waited = fits + 1, wall + record["wall_s"], waited + record["evaluating_s"]
+            trials += sum(1 for t in record.get("trials", []) if not t.get("parent"))  # not the parent's own point
     if not fits:
         return None
-    return {"fits": fits, "wall_s": round(wall, 3), "evaluating_s": round(waited, 3),
+    return {"fits": fits, "trials": trials, "wall_s": round(wall, 3), "evaluating_s": round(waited, 3),
             "overhead_share": (wall - waited) / wall if wall > 0 else 0.0}
 
 
@@ -133,10 +134,14 @@ def build_report(nodes: Sequence[Node], *, confidence: float = 0.0, campaign: st
     }
 
 
+def _count(n: int, noun: str) -> str:
+    """"1 fit", "6 fits"."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def yield_words(y: dict[str, int]) -> str:
     """One yield row (``OperatorYield`` as a dict) in words: "3 attempts, 1 valid, ..."."""
-    tries = y["attempts"]
-    return (f"{tries} attempt{'' if tries == 1 else 's'}, {y['valid']} valid, {y['better_than_parent']} better than "
+    return (f"{_count(y['attempts'], 'attempt')}, {y['valid']} valid, {y['better_than_parent']} better than "
             f"the parent, {y['better_than_seed']} better than the seed")
 
 
@@ -180,7 +185,8 @@ def render(report: dict[str, Any]) -> str:
     out += yield_lines(report["operators"], report.get("ideas", {}))
     if report.get("fit"):
         f = report["fit"]
-        out.append(f"fit: {f['fits']} fits, {f['wall_s']:.1f} s, of which {f['overhead_share']:.1%} outside evaluations")
+        trials = f" ({f['trials']:,} trials)" if "trials" in f else ""  # entries written before trials were counted
+        out.append(f"fit: {_count(f['fits'], 'fit')}{trials}, {f['wall_s']:.1f} s, of which {f['overhead_share']:.1%} outside evaluations")
     if report.get("run_repairs"):
         r = report["run_repairs"]
         out.append(f"execution feedback: {r['checked']} attempts ran their answer, {r['sent_back']} crashed and went "

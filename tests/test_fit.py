@@ -63,7 +63,7 @@ def test_a_fit_step_evaluates_trials_and_keeps_them_on_the_child(tmp_path, monke
 
     fit = build_report([seed, child])["fit"]
     assert fit["fits"] == 1 and fit["wall_s"] == pytest.approx(record["wall_s"], abs=1e-3) and 0 <= fit["overhead_share"] < 1
-    assert f"fit: 1 fits, {fit['wall_s']:.1f} s" in render(build_report([seed, child]))
+    assert fit["trials"] == 16 and f"fit: 1 fit (16 trials), {fit['wall_s']:.1f} s" in render(build_report([seed, child]))
 
 
 def test_a_fit_with_a_time_budget_starts_no_generation_after_it(tmp_path, monkeypatch):
