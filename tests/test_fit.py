@@ -168,8 +168,8 @@ def test_a_program_fitted_in_vain_is_fitted_wider_then_left_to_the_other_operato
 def test_a_program_is_fitted_once_at_a_time():
     """With proposals in flight, a second fit of the best program used to start before the first
     one's miss was recorded (so at the same step, and missed alike). While a fit of a program is in
-    flight, fit works from other programs; once its node is recorded (once, whatever follows), the
-    program is free again, and a miss counts."""
+    flight, fit works from other programs; once its node is judged (once, whatever follows), the
+    program is free again, and a miss counts. A child still being evaluated keeps it busy."""
     from archive import Node
     from orchestrator.events import NodeEvent
     from orchestrator.mutation.fit import MISSED, FitOperator
@@ -185,6 +185,9 @@ def test_a_program_is_fitted_once_at_a_time():
         node = Node(id=1, campaign="c", parent_id=0, status=status, commit="x", operator="fit", error=error)
         op.observe(NodeEvent(node, parent, lambda node_id: program, lambda node_id: {}))
 
+    for status in (NodeStatus.PROPOSED, NodeStatus.EVALUATING):  # a child that beat it, not yet judged
+        record(status)
+        assert not op.can_work_from(program)
     record(NodeStatus.INVALID, MISSED[0] + " the parent's own constants")
     assert op.can_work_from(program) and op.misses == {next(iter(op.fitting)): 1}
     record(NodeStatus.INVALID, MISSED[0])  # the same node read again: neither freed twice nor missed twice

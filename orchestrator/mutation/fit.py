@@ -146,7 +146,7 @@ class FitOperator(Operator):
         # program → fits of it in flight: a second fit of the same program would start before the
         # first one's miss widened its step (seen: two fits of one parent, both missed alike)
         self.fitting: dict[str, int] = {}
-        self._fit_nodes: set[int] = set()  # fit nodes already observed (each attempt ends once)
+        self._fit_nodes: set[int] = set()  # fit nodes already judged (each attempt ends once)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "FitOperator":
@@ -160,9 +160,13 @@ class FitOperator(Operator):
 
     def observe(self, event: NodeEvent) -> None:
         n = event.node
-        if n.operator != self.name or n.id in self._fit_nodes:
+        # a fit's child is judged (admitted, invalid, ...) once: until then its program counts as
+        # being fitted, so the next fit does not start again from the program it came from while
+        # the child that beat it is still being evaluated (seen: 2 of 7 fits of 60 s on circle
+        # packing repeated their parent's fit that way, and found nothing)
+        if n.operator != self.name or n.id in self._fit_nodes or not n.status.finished:
             return
-        self._fit_nodes.add(n.id)  # the attempt's first record: its proposal is done
+        self._fit_nodes.add(n.id)
         texts = event.parent_texts
         if texts is None:
             return
