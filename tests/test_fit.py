@@ -221,3 +221,14 @@ def test_trials_are_held_against_the_parents_score_on_their_own_evaluation_seed(
     proposal = FitOperator(evaluations=8).propose(ctx, None, Sampling(0.7, 0, 100))
     assert proposal.valid == becomes_a_child, proposal.error
     assert json.loads(proposal.response)["trials"][-1]["score"] == draws[0]  # the bar, kept with the trials
+
+
+@pytest.mark.parametrize("head", [{}, {"constants": ["a.py:1:4 = 0.5"], "sigma": 0.05}])
+@pytest.mark.parametrize("trials", [[], [{"values": [0.5], "score": None, "error": "x"}],
+                                    [{"values": [0.5, 1.0], "score": 0.7}, {"values": [0.4, 1.0], "score": 0.6, "parent": True}]])
+def test_a_fit_record_is_json_with_one_line_per_trial(head, trials):
+    from orchestrator.mutation.fit import record_json
+
+    text = record_json(head, trials)
+    assert json.loads(text) == {**head, "trials": trials}
+    assert sum(1 for line in text.splitlines() if line.lstrip().startswith('{"values"')) == len(trials)

@@ -114,9 +114,11 @@ def _reference(ctx: ProposalContext) -> float | None:
 def record_json(head: dict[str, Any], trials: list[dict]) -> str:
     """A fit's record as JSON: ``head``'s fields one per line, then ``trials``, one trial per line
     (a fit of 512 trials over 12 constants, indented whole, is ~9,000 lines in `dgm archive show`)."""
-    lines = json.dumps(head, indent=1).rstrip("}").rstrip()
+    text = json.dumps({**head, "trials": []}, indent=1)  # ends '"trials": []\n}': fill that list in
+    if not trials:
+        return text
     rows = ",\n  ".join(json.dumps(t) for t in trials)
-    return f'{lines},\n "trials": [\n  {rows}\n ]\n}}' if trials else f'{lines},\n "trials": []\n}}'
+    return f'{text[: text.rindex("[]")]}[\n  {rows}\n ]\n}}'
 
 
 def _import_cmaes() -> None:
