@@ -72,6 +72,13 @@ class Node(BaseModel):
         return list(self.draw_seeds) if len(self.draw_seeds) == len(self.draws) else list(range(len(self.draws)))
 
     @property
+    def eval_s_per_draw(self) -> float | None:
+        """Seconds one evaluation took: ``eval_s`` over the draws (None: not recorded). What a trial
+        of this program costs, so fit can size its search to its time budget."""
+        spent = self.timings.get("eval_s")
+        return spent / max(1, len(self.draws)) if spent else None
+
+    @property
     def error_line(self) -> str:
         """``error`` in one line. A crash's error starts "stage full: exit code 1" and ends with the
         traceback's exception, which is what broke: for a crash that line, after the stage."""

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluators import registry  # noqa: E402
+from evaluators.circle_packing.evaluator import BEST_KNOWN  # noqa: E402
 from orchestrator.executor import EvalJob, EvaluationEnvironment, LocalExecutor, SandboxSpec  # noqa: E402
 from orchestrator.config import FitSettings  # noqa: E402
 from orchestrator.mutation.fit import FitOperator  # noqa: E402
@@ -81,7 +82,7 @@ def one_fit(op: FitOperator, executor: LocalExecutor, tree: dict[str, bytes], sc
     record = json.loads(proposal.response)
     scores = [t["score"] for t in record["trials"] if t["score"] is not None]
     best = max(scores) if scores else None
-    return {"seed": seed, "best_score": best, "best_sum_radii": round(best * 2.635, 4) if best is not None else None,
+    return {"seed": seed, "best_score": best, "best_sum_radii": round(best * BEST_KNOWN, 4) if best is not None else None,
             "found_better": proposal.error == "", "trials": len(record["trials"]) - 1, "constants": len(record["constants"]),
             "expected_trials": record["expected_trials"], "stopped_by": record["stopped_by"], "wall_s": round(wall, 2),
             "evaluating_s": record["evaluating_s"]}
@@ -102,7 +103,7 @@ def main() -> None:
             first = executor.submit(EvalJob(node_id=0, files=tree, evaluator=SUITE, sandbox=SandboxSpec(use_gpu=False))).result()
             assert first.complete, first.error
             trial_s = first.timings().get("eval_s") or None  # what a campaign's parent records (ProposalContext.trial_s)
-            row = {"score": first.score, "sum_radii": round(first.score * 2.635, 4), "trial_s": trial_s, "budgets": {}}
+            row = {"score": first.score, "sum_radii": round(first.score * BEST_KNOWN, 4), "trial_s": trial_s, "budgets": {}}
             for label, kw in budgets.items():
                 op = FitOperator(evaluations=default.evaluations, sigma=default.sigma, **kw)
                 fits = [one_fit(op, executor, tree, first.score, trial_s, s) for s in range(args.seeds)]

@@ -42,7 +42,7 @@ class ContextBuilder:
             target=target,
             score=parent.score,
             first_draw_score=parent.draws[0] if parent.draws else parent.score,
-            trial_s=_per_draw_s(parent),
+            trial_s=parent.eval_s_per_draw,
             public_metrics=dict(parent.public_metrics),
             feedback=parent.feedback,
             exemplars=[
@@ -117,8 +117,3 @@ def public_record(node: Node, task: str, failures: list[str]) -> dict:
         "feedback": node.feedback, "stages": stages, "failed_children": failures,
     }
 
-
-def _per_draw_s(node: Node) -> float | None:
-    """Seconds one evaluation of ``node`` took: its evaluation time over its draws (None: unknown)."""
-    spent = node.timings.get("eval_s")
-    return spent / max(1, len(node.draws)) if spent else None

@@ -142,7 +142,7 @@ def test_a_program_fitted_in_vain_is_fitted_wider_then_left_to_the_other_operato
         return fut
 
     program, other = {"a.py": "X = 0.5\nY = 2.0\n"}, {"a.py": "X = 0.25\n"}
-    op = FitOperator(evaluations=4, sigma=0.05, misses_per_program=2)
+    op = FitOperator(evaluations=4, sigma=0.05, seconds=None, misses_per_program=2)
     parent = Node(id=0, campaign="c", parent_id=None, status=NodeStatus.ADMITTED, commit="x", score=0.9)
     sigmas = []
     for i in range(2):
@@ -218,7 +218,7 @@ def test_trials_are_held_against_the_parents_score_on_their_own_evaluation_seed(
     src = "def g(a, b):\n    return a + b\n\n\n" + SRC
     ctx = ProposalContext(task="T", parent_id=1, files={"a.py": src}, editable=["a.py"], target="a.py",
                           score=sum(draws) / 3, first_draw_score=draws[0], evaluate=evaluate)
-    proposal = FitOperator(evaluations=8).propose(ctx, None, Sampling(0.7, 0, 100))
+    proposal = FitOperator(evaluations=8, seconds=None).propose(ctx, None, Sampling(0.7, 0, 100))
     assert proposal.valid == becomes_a_child, proposal.error
     assert json.loads(proposal.response)["trials"][-1]["score"] == draws[0]  # the bar, kept with the trials
 
@@ -232,3 +232,27 @@ def test_a_fit_record_is_json_with_one_line_per_trial(head, trials):
     text = record_json(head, trials)
     assert json.loads(text) == {**head, "trials": trials}
     assert sum(1 for line in text.splitlines() if line.lstrip().startswith('{"values"')) == len(trials)
+
+
+def test_a_bare_fit_operator_fits_as_a_campaign_does():
+    """``FitOperator()`` and a campaign's ``[mutation.fit]`` defaults are one source: they once
+    differed (the bare one had no time budget), so a bench or test built bare measured another fit."""
+    from types import SimpleNamespace
+
+    from orchestrator.config import MutationSection
+    from orchestrator.mutation.fit import FitOperator
+
+    bare = FitOperator()
+    campaign = FitOperator.from_config(SimpleNamespace(mutation=MutationSection()))
+    assert vars(bare) == vars(campaign) and bare.seconds == 60.0
+
+
+def test_a_trial_costs_the_parents_evaluation_time_per_draw():
+    """fit sizes its search by what one evaluation of the parent took (``Node.eval_s_per_draw``,
+    which ``ProposalContext.trial_s`` carries): its evaluation time over its draws."""
+    from archive import Node
+
+    node = Node(id=0, campaign="c", parent_id=None, status=NodeStatus.ADMITTED, commit="x",
+                draws=[0.7, 0.71], timings={"eval_s": 3.0})
+    assert node.eval_s_per_draw == 1.5
+    assert Node(id=1, campaign="c", parent_id=None, status=NodeStatus.ADMITTED, commit="x").eval_s_per_draw is None

@@ -34,6 +34,7 @@ import numpy as np
 
 from archive import NodeStatus
 from evaluators import syntax
+from orchestrator.config import FitSettings
 from orchestrator.events import NodeEvent
 from orchestrator.mutation.operators import Operator, Proposal, Sampling
 from orchestrator.mutation.parsing import ProposalInvalid, check_python
@@ -132,14 +133,19 @@ def _moved(value: float, z: float) -> float:
     return value * math.exp(z) if value != 0.0 else z * 0.1
 
 
+# a bare FitOperator() fits as a campaign's `[mutation.fit]` defaults do: one source for both
+_DEFAULTS = FitSettings()
+
+
 class FitOperator(Operator):
     """CMA-ES over a parent's float constants, each generation evaluated by the executor."""
 
     name = "fit"
     max_calls = 0
 
-    def __init__(self, evaluations: int = 16, sigma: float = 0.05, seconds: float | None = None,
-                 misses_per_program: int = 1, max_evaluations: int = 512) -> None:
+    def __init__(self, evaluations: int = _DEFAULTS.evaluations, sigma: float = _DEFAULTS.sigma,
+                 seconds: float | None = _DEFAULTS.seconds, misses_per_program: int = _DEFAULTS.misses_per_program,
+                 max_evaluations: int = _DEFAULTS.max_evaluations) -> None:
         # at least `evaluations` trials; with `seconds`, more while under that time, up to `max_evaluations`
         self.evaluations, self.sigma, self.seconds = evaluations, sigma, seconds
         self.max_evaluations = max(evaluations, max_evaluations)
