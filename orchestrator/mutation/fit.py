@@ -164,7 +164,7 @@ class FitOperator(Operator):
         # evaluation instead, and only when fit is drawn at all (a weight of 0 builds it too).
         if cfg.mutation.operators.get(cls.name, 0) > 0:
             threading.Thread(target=_import_cmaes, name="dgm-import-cmaes", daemon=True).start()
-        return cls(f.evaluations, f.sigma, f.seconds, f.misses_per_program, f.max_evaluations)
+        return cls(**f.model_dump())  # FitSettings' fields are __init__'s parameters, by name
 
     def observe(self, event: NodeEvent) -> None:
         n = event.node
