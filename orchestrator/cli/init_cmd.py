@@ -97,6 +97,14 @@ def _mutation_lines(overrides: dict[str, Any]) -> str:
     return "".join(line + "\n" for line in lines.values())
 
 
+def campaign_stages(cls: Any) -> list[str]:
+    """The stages a new campaign of evaluator class ``cls`` runs: all of them, less a last ``full``
+    stage after two others (it is sized for a GPU). A bench that evaluates programs as a campaign
+    would reads them here."""
+    names = [s.name for s in cls.stages]
+    return names[:-1] if len(names) > 2 and names[-1] == "full" else names
+
+
 def write_campaign(dest: Path, evaluator: str, name: str | None = None, random_seed: int = 0,
                    operators: dict[str, float] | None = None, mutation: dict[str, Any] | None = None) -> Path:
     """Write ``dest/campaign.toml`` (and the seed agent beside it) for ``evaluator``; a script that
@@ -112,9 +120,9 @@ def write_campaign(dest: Path, evaluator: str, name: str | None = None, random_s
     copy_agent(cls().seed_agent(), dest / "seed")
     names = [s.name for s in cls.stages]
     stages = ""
-    if len(names) > 2 and names[-1] == "full":  # the full stage is sized for a GPU
+    if campaign_stages(cls) != names:
         note = FULL_STAGE_NOTE.get(evaluator, 'add "full" on a GPU machine')
-        stages = f"stages = {names[:-1]!r}   # {note}\n".replace("'", '"')
+        stages = f"stages = {campaign_stages(cls)!r}   # {note}\n".replace("'", '"')
     config.write_text(CAMPAIGN_TOML.format(config=config, name=name or dest.resolve().name, evaluator=evaluator, stages=stages,
         operators=", ".join(f"{k} = {v}" for k, v in (operators or TEMPLATE_OPERATORS.get(evaluator, DEFAULT_WEIGHTS)).items()),
         random_seed=int(random_seed), mutation=mutation_lines,

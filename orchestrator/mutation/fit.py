@@ -115,7 +115,8 @@ def _reference(ctx: ProposalContext) -> float | None:
 def record_json(head: dict[str, Any], trials: list[dict]) -> str:
     """A fit's record as JSON: ``head``'s fields one per line, then ``trials``, one trial per line
     (a fit of 512 trials over 12 constants, indented whole, is ~9,000 lines in `dgm archive show`)."""
-    text = json.dumps({**head, "trials": []}, indent=1)  # ends '"trials": []\n}': fill that list in
+    # ends '"trials": []\n}' (a key of head's own by that name is dropped: it would keep its place)
+    text = json.dumps({**{k: v for k, v in head.items() if k != "trials"}, "trials": []}, indent=1)
     if not trials:
         return text
     rows = ",\n  ".join(json.dumps(t) for t in trials)
