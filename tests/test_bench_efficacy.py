@@ -1,18 +1,11 @@
 """The efficacy table's summary: what it counts as valid, and against which spread a held-out gain is held."""
 
-import importlib.util
-from pathlib import Path
-
+from tests.bench_scripts import load_bench
 from tests.test_racing import noisy_campaign  # noqa: F401  (a fixture: a real campaign on a noisy evaluator)
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_efficacy", ROOT / "bench" / "bench_efficacy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_efficacy")
 
 
 def _entry(seed, fits, fm_valid, held_spread=None):

@@ -2,21 +2,18 @@
 real sandboxed draw."""
 
 import ast
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from tests.bench_scripts import load_bench
 from tests.test_racing import noisy_campaign  # noqa: F401  (a fixture: a real campaign on a noisy evaluator)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_headroom", ROOT / "bench" / "bench_headroom.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_headroom")
 
 
 def test_gains_are_paired_by_draw_and_held_against_twice_the_seeds_spread():
