@@ -5,10 +5,10 @@ twice the seed's own spread between evaluation seeds. This measures, for the sam
 programs nobody had to discover: the suite's references (evaluators/SUITE/reference/) and a few
 textbook one-edit variants of the seed: another value of one of its constants (``CONSTANTS``: a
 learning rate, the clip, the entropy bonus, the inner step), or a few lines more
-(bench/headroom/SUITE/: a learning-rate schedule, an annealed entropy bonus, momentum). Each program is evaluated as a campaign
-evaluates a node (the stages `dgm init` writes, `dgm eval` in the sandbox) on the evaluation seeds
-of campaign random seed ``--random-seed``, draws 0 to ``--draws``-1, so the gains are paired by
-draw with the seed's.
+(bench/headroom/SUITE/: a learning-rate schedule, an annealed entropy bonus, momentum). Each
+program is evaluated as a campaign evaluates a node (the stages `dgm init` writes, `dgm eval` in
+the sandbox) on the evaluation seeds of campaign random seed ``--random-seed``, draws 0 to
+``--draws``-1, so the gains are paired by draw with the seed's.
 
     .venv/bin/python bench/bench_headroom.py --suite optimizer [--draws 5] [--program DIR ...] [--run RUN ...]
 
@@ -61,7 +61,8 @@ def with_constants(source: str, constants: dict[str, float], path: str = "<seed>
     found = {}
     for node in ast.parse(source).body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and isinstance(node.value, ast.Constant) and node.lineno == node.end_lineno):
+                and isinstance(node.value, ast.Constant) and type(node.value.value) in (int, float)
+                and node.lineno == node.end_lineno):
             found[node.targets[0].id] = node.lineno - 1
     for name, value in constants.items():
         if name not in found:

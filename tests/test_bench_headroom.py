@@ -55,11 +55,14 @@ def test_every_variant_is_an_agent_of_its_suite_that_differs_from_the_seed(tmp_p
 
 def test_a_constant_is_set_on_its_own_line_and_a_missing_one_is_named():
     bench = _bench()
-    source = '"""Doc: LR = 1 here is text."""\nLR = 1e-2\nBETAS = (0.9, 0.99)\n\n\ndef f():\n    LR = 5\n    return LR\n'
+    source = ('"""Doc: LR = 1 here is text."""\nLR = 1e-2\nBETAS = (0.9, 0.99)\nNAME = "adam"\n\n\n'
+              'def f():\n    LR = 5\n    return LR\n')
     out = bench.with_constants(source, {"LR": 0.03})
     assert out == source.replace("LR = 1e-2\n", "LR = 0.03\n")
     with pytest.raises(ValueError, match=r"update_rule.py: no module-level numeric constant 'BETAS'"):
         bench.with_constants(source, {"BETAS": 0.5}, "update_rule.py")
+    with pytest.raises(ValueError, match="'NAME'"):  # a string is no numeric constant
+        bench.with_constants(source, {"NAME": 0.5}, "update_rule.py")
     with pytest.raises(ValueError, match="'MOMENTUM'"):
         bench.with_constants(source, {"MOMENTUM": 0.9}, "update_rule.py")
 

@@ -118,11 +118,10 @@ def write_campaign(dest: Path, evaluator: str, name: str | None = None, random_s
     if config.exists():
         raise click.ClickException(f"{config} already exists; choose another directory")
     copy_agent(cls().seed_agent(), dest / "seed")
-    names = [s.name for s in cls.stages]
-    stages = ""
-    if campaign_stages(cls) != names:
+    stages, runs = "", campaign_stages(cls)
+    if runs != [s.name for s in cls.stages]:  # the full stage is left out: it is sized for a GPU
         note = FULL_STAGE_NOTE.get(evaluator, 'add "full" on a GPU machine')
-        stages = f"stages = {campaign_stages(cls)!r}   # {note}\n".replace("'", '"')
+        stages = f"stages = {runs!r}   # {note}\n".replace("'", '"')
     config.write_text(CAMPAIGN_TOML.format(config=config, name=name or dest.resolve().name, evaluator=evaluator, stages=stages,
         operators=", ".join(f"{k} = {v}" for k, v in (operators or TEMPLATE_OPERATORS.get(evaluator, DEFAULT_WEIGHTS)).items()),
         random_seed=int(random_seed), mutation=mutation_lines,
