@@ -41,7 +41,7 @@ from bench.provenance import commit, utc_now  # noqa: E402
 from evaluators import registry  # noqa: E402
 from orchestrator.campaign import evaluation_seed  # noqa: E402
 from orchestrator.cli.init_cmd import campaign_stages  # noqa: E402
-from orchestrator.report import build_report  # noqa: E402
+from orchestrator.report import build_report, paired_difference  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "headroom.json"
 VARIANTS = ROOT / "bench" / "headroom"
@@ -136,22 +136,26 @@ def summarise(rows: dict[str, list[dict]], seed_rows: list[dict]) -> dict:
     twice = 2 * statistics.stdev(seed_held) if None not in seed_held and len(seed_held) > 1 else None
     out = {}
     for name, rs in rows.items():
-        ok = [(r, s) for r, s in zip(rs, seed_rows) if "error" not in r and "error" not in s]
-        if len(ok) < 2:
-            out[name] = {"draws_completed": len(ok), "errors": [r["error"] for r in rs if "error" in r]}
+        done = [k for k, (r, s) in enumerate(zip(rs, seed_rows)) if "error" not in r and "error" not in s]
+        if len(done) < 2:
+            out[name] = {"draws_completed": len(done), "errors": [r["error"] for r in rs if "error" in r]}
             continue
-        held = [r["held_out"] for r, _ in ok]
-        gains = [r["held_out"] - s["held_out"] for r, s in ok]
-        score_gains = [r["score"] - s["score"] for r, s in ok]
-        gain = statistics.fmean(held) - statistics.fmean(s["held_out"] for _, s in ok)
+
+        def paired(key: str) -> dict:  # the report's pairing by evaluation seed, here by draw
+            return paired_difference(done, [seed_rows[k][key] for k in done], done, [rs[k][key] for k in done])
+
+        held, score = paired("held_out"), paired("score")
+        # over the same draws the unpaired gain (the criterion's) is the mean of the paired gains
+        gain = held["paired_mean"]
         out[name] = {
-            "draws_completed": len(ok),
-            "score_mean": statistics.fmean(r["score"] for r, _ in ok),
-            "score_paired_gain": statistics.fmean(score_gains), "score_paired_sd": statistics.stdev(score_gains),
-            "held_out_mean": statistics.fmean(held), "held_out_sd": statistics.stdev(held),
-            "held_out_gain": gain, "held_out_paired_sd": statistics.stdev(gains),
+            "draws_completed": len(done),
+            "score_mean": statistics.fmean(rs[k]["score"] for k in done),
+            "score_paired_gain": score["paired_mean"], "score_paired_sd": score["paired_sd"],
+            "held_out_mean": statistics.fmean(rs[k]["held_out"] for k in done),
+            "held_out_sd": statistics.stdev(rs[k]["held_out"] for k in done),
+            "held_out_gain": gain, "held_out_paired_sd": held["paired_sd"],
             "beats_twice_the_seed_spread": twice is not None and gain > twice,
-            "gated_draws": sum(1 for r, _ in ok if r.get("gated")),
+            "gated_draws": sum(1 for k in done if rs[k].get("gated")),
         }
     return {"twice_seed_spread": twice, "programs": out}
 
